@@ -1,0 +1,119 @@
+"""Writing reconstructed frames for people: ``.npy`` (raw values), PNG, a folder of PNGs, ``.mp4``.
+
+Raw values go to ``.npy`` untouched (float32 ``(frames, H, W)``). Pictures are display-normalised:
+each frame is min-max scaled to 0..255 (a constant frame becomes black), so networks
+with unbounded output and TFI's 1/interval values are all viewable. Every file is written under a
+temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".gif")
+
+
+def to_display_u8(frame: np.ndarray) -> np.ndarray:
+    """Min-max normalise one frame to uint8; a constant frame maps to 0."""
+    frame = np.asarray(frame, dtype=np.float32)
+    lo, hi = float(np.nanmin(frame)), float(np.nanmax(frame))
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.zeros(frame.shape, dtype=np.uint8)
+    return np.clip((frame - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_npy(path: str | os.PathLike, frames: np.ndarray) -> Path:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    np.save(tmp, np.asarray(frames, dtype=np.float32), allow_pickle=False)
+    os.replace(tmp, path)
+    return path
+
+
+def write_png(path: str | os.PathLike, frame: np.ndarray) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    tmp = _atomic_target(path)
+    Image.fromarray(to_display_u8(frame), mode="L").save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def write_png_folder(folder: str | os.PathLike, frames: np.ndarray, first_index: int = 0) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames):
+        write_png(folder / f"frame_{first_index + i:06d}.png", frame)
+    return folder
+
+
+class VideoWriter:
+    """Streams display-normalised frames to a video file (needs the ``video`` extra: imageio-ffmpeg)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 25.0) -> None:
+        try:
+            import imageio.v2 as imageio
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise RuntimeError("writing video needs the 'video' extra: pip install 'spike-edge[video]'") from exc
+        self.path = Path(path)
+        self._tmp = _atomic_target(self.path)
+        kwargs = {"fps": fps}
+        if self.path.suffix.lower() in (".mp4", ".mkv", ".avi"):
+            kwargs.update(codec="libx264", quality=8, macro_block_size=1, pixelformat="yuv420p")
+        self._writer = imageio.get_writer(self._tmp, **kwargs)
+        self.n_frames = 0
+
+    def append(self, frame: np.ndarray) -> None:
+        u8 = to_display_u8(frame)
+        if self.path.suffix.lower() != ".gif" and u8.shape[0] % 2 + u8.shape[1] % 2:
+            u8 = np.pad(u8, ((0, u8.shape[0] % 2), (0, u8.shape[1] % 2)), mode="edge")  # yuv420p needs even sizes
+        self._writer.append_data(u8)
+        self.n_frames += 1
+
+    def close(self) -> None:
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        self.close() if exc_type is None else self.abort()
+
+
+def write_frames(out: str | os.PathLike, frames: np.ndarray, fps: float = 25.0) -> Path:
+    """Write ``frames (n, H, W)`` by the suffix of ``out``: ``.npy``, ``.png`` (one frame), a video
+    suffix, or no suffix (a folder of PNGs)."""
+    out = Path(out)
+    frames = np.asarray(frames)
+    suffix = out.suffix.lower()
+    if suffix == ".npy":
+        return write_npy(out, frames)
+    if suffix == ".png":
+        if len(frames) != 1:
+            raise ValueError(f"{out} is a single PNG but there are {len(frames)} frames; give a folder or .mp4")
+        return write_png(out, frames[0])
+    if suffix in VIDEO_SUFFIXES:
+        with VideoWriter(out, fps=fps) as video:
+            for frame in frames:
+                video.append(frame)
+        return out
+    if suffix:
+        raise ValueError(f"unknown output type {suffix!r} for {out}; use .npy, .png, a folder, or {'/'.join(VIDEO_SUFFIXES)}")
+    return write_png_folder(out, frames)

@@ -1,0 +1,47 @@
+"""Which planes feed which output frame: the window contract shared by offline and live paths.
+
+For a method with window length ``N`` the frame for key plane ``K`` is computed from planes
+``[K - N // 2, K - N // 2 + N)``. LRN (N = 200) reads ``[K-100, K+100)``; STIR (N = 61)
+``[K-30, K+31)``. The default key of a recording is its centre plane ``n_planes // 2``.
+``--every E`` gives keys ``k0, k0 + E, ...`` from the first key whose window fits, ``k0 = N // 2``,
+while the window still fits inside the recording.
+"""
+
+from __future__ import annotations
+
+
+def window_range(key_plane: int, window_planes: int) -> tuple[int, int]:
+    """Half-open plane range ``[start, stop)`` of the window for ``key_plane``."""
+    if window_planes <= 0:
+        raise ValueError(f"window length must be positive, got {window_planes}")
+    start = key_plane - window_planes // 2
+    return start, start + window_planes
+
+
+def key_for_window_start(start_plane: int, window_planes: int) -> int:
+    """The key plane whose window starts at ``start_plane``."""
+    return start_plane + window_planes // 2
+
+
+def check_window_fits(key_plane: int, window_planes: int, n_planes: int) -> tuple[int, int]:
+    start, stop = window_range(key_plane, window_planes)
+    if start < 0 or stop > n_planes:
+        raise ValueError(
+            f"the {window_planes}-plane window for key {key_plane} is planes [{start}, {stop}), "
+            f"outside the recording's [0, {n_planes}); valid keys are "
+            f"{window_planes // 2}..{n_planes - window_planes + window_planes // 2}"
+        )
+    return start, stop
+
+
+def default_key(n_planes: int) -> int:
+    return n_planes // 2
+
+
+def keys_every(n_planes: int, window_planes: int, every_planes: int) -> list[int]:
+    """Keys every ``every_planes`` planes from the first key whose window fits."""
+    if every_planes <= 0:
+        raise ValueError(f"--every must be positive, got {every_planes}")
+    first = window_planes // 2
+    last = n_planes - window_planes + window_planes // 2
+    return list(range(first, last + 1, every_planes)) if last >= first else []

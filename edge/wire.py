@@ -1,0 +1,177 @@
+"""The wire contract of the frame stream: the one definition both the daemon and the host clients use.
+
+Every message on the PUB socket is a ZeroMQ multipart message ``[topic, header, payload]``:
+
+- ``topic``: ``b"frame"``, ``b"heartbeat"`` or ``b"eos"`` (subscribe to a prefix to filter).
+- ``header``: a msgpack map whose first key is ``v`` (the wire version, ``WIRE_VERSION``).
+- ``payload``: for frames, the image as raw C-order bytes of ``dtype``/``shape`` from the header;
+  empty for heartbeats and end-of-stream.
+
+Times are ``time.monotonic_ns()`` values (CLOCK_MONOTONIC: one clock for every process of the host),
+so a subscriber on the same host can subtract them from its own clock. ``docs/wire-format.md``
+describes the fields for people; this module is what the code follows. Never pickle on the wire.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+WIRE_VERSION = 1
+
+TOPIC_FRAME = b"frame"
+TOPIC_HEARTBEAT = b"heartbeat"
+TOPIC_EOS = b"eos"
+TOPICS = (TOPIC_FRAME, TOPIC_HEARTBEAT, TOPIC_EOS)
+
+PAYLOAD_DTYPES = ("float32", "float16", "uint8")
+
+
+class WireError(ValueError):
+    """A message that does not follow the wire contract (wrong part count, version, fields or sizes)."""
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """Header of one reconstructed frame.
+
+    ``seq`` counts published frames of a stream from 0 without gaps; a missing ``seq`` at the
+    subscriber means the subscriber lost messages. ``discontinuity`` means the *daemon* did not
+    produce the frames between the previous one and this one (ring overrun or worker skip);
+    the cumulative counters say how many planes/windows were lost so far.
+    """
+
+    stream_id: str
+    seq: int
+    key_plane: int
+    plane_start: int  # window [plane_start, plane_stop), half-open
+    plane_stop: int
+    shape: tuple[int, int]
+    dtype: str
+    method: str
+    backend: str
+    weights_id: str
+    capture_t_ns: int  # the newest plane of the window was captured
+    dequeue_t_ns: int  # the worker took the window from the ring
+    infer_start_t_ns: int
+    infer_end_t_ns: int
+    publish_t_ns: int
+    rate_hz: float
+    ring_overrun_planes: int = 0  # cumulative planes overwritten before the worker read them
+    worker_skipped_windows: int = 0  # cumulative windows skipped by the 'latest' policy
+    discontinuity: bool = False
+    v: int = WIRE_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        return {"v": d.pop("v"), "kind": "frame", **d}
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Sent at least once a second: proves the daemon is alive and carries live statistics."""
+
+    stream_id: str
+    t_ns: int
+    last_seq: int  # -1 before the first frame
+    stats: dict[str, Any] = field(default_factory=dict)
+    v: int = WIRE_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {"v": d.pop("v"), "kind": "heartbeat", **d}
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """Sent (a few times, for late joiners' sake) when a finite source ends or the daemon stops."""
+
+    stream_id: str
+    t_ns: int
+    last_seq: int
+    frames: int
+    reason: str
+    v: int = WIRE_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {"v": d.pop("v"), "kind": "eos", **d}
+
+
+Message = tuple[FrameHeader, np.ndarray] | Heartbeat | EndOfStream
+
+
+def encode_frame(header: FrameHeader, image: np.ndarray) -> list:
+    image = np.ascontiguousarray(image)
+    if tuple(image.shape) != tuple(header.shape) or str(image.dtype) != header.dtype:
+        raise ValueError(f"image {image.dtype} {image.shape} does not match header {header.dtype} {header.shape}")
+    return [TOPIC_FRAME, msgpack.packb(header.to_dict()), memoryview(image).cast("B")]
+
+
+def encode_heartbeat(heartbeat: Heartbeat) -> list[bytes]:
+    return [TOPIC_HEARTBEAT, msgpack.packb(heartbeat.to_dict()), b""]
+
+
+def encode_eos(eos: EndOfStream) -> list[bytes]:
+    return [TOPIC_EOS, msgpack.packb(eos.to_dict()), b""]
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _build(cls, header: dict[str, Any]):
+    names = _fields(cls)
+    missing = sorted(n for n in names if n not in header and _required(cls, n))
+    if missing:
+        raise WireError(f"{cls.__name__} header lacks {missing}")
+    try:
+        return cls(**{k: v for k, v in header.items() if k in names})
+    except (TypeError, ValueError) as exc:
+        raise WireError(f"bad {cls.__name__} header: {exc}") from exc
+
+
+def _required(cls, name: str) -> bool:
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def decode(parts: list[bytes]) -> Message:
+    """Decode one multipart message; raise ``WireError`` with the reason for anything malformed."""
+    if len(parts) != 3:
+        raise WireError(f"expected 3 message parts [topic, header, payload], got {len(parts)}")
+    topic, raw_header, payload = bytes(parts[0]), bytes(parts[1]), parts[2]
+    if topic not in TOPICS:
+        raise WireError(f"unknown topic {topic[:32]!r}; expected one of {TOPICS}")
+    try:
+        header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise WireError(f"header is not valid msgpack: {exc}") from exc
+    if not isinstance(header, dict):
+        raise WireError(f"header must be a map, got {type(header).__name__}")
+    if header.get("v") != WIRE_VERSION:
+        raise WireError(f"unsupported wire version {header.get('v')!r}; this client speaks {WIRE_VERSION}")
+    if topic == TOPIC_HEARTBEAT:
+        return _build(Heartbeat, header)
+    if topic == TOPIC_EOS:
+        return _build(EndOfStream, header)
+    header = dict(header)
+    shape = header.get("shape")
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 2 and all(isinstance(s, int) and s > 0 for s in shape)):
+        raise WireError(f"frame shape must be two positive integers, got {shape!r}")
+    header["shape"] = tuple(shape)
+    if header.get("dtype") not in PAYLOAD_DTYPES:
+        raise WireError(f"frame dtype must be one of {PAYLOAD_DTYPES}, got {header.get('dtype')!r}")
+    frame = _build(FrameHeader, header)
+    dtype = np.dtype(frame.dtype)
+    expected = frame.shape[0] * frame.shape[1] * dtype.itemsize
+    buf = memoryview(payload)
+    if buf.nbytes != expected:
+        raise WireError(f"payload is {buf.nbytes} bytes, {frame.dtype} {frame.shape} needs {expected}")
+    image = np.frombuffer(buf, dtype=dtype).reshape(frame.shape)
+    return frame, image

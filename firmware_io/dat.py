@@ -1,0 +1,187 @@
+"""The raw ``.dat`` format: reader (memory-mapped) and writer (streaming, atomic) together.
+
+Layout: no header; planes concatenated, each ``ceil(H*W/8)`` bytes in camera order (see
+``firmware_io.contract``). Plane count = file size / plane bytes; a remainder is a truncated
+trailing plane. The "with-head" 250x400 variant stores 416 columns per row; the last 16 columns are
+not image and are dropped on read (the reader then repacks planes to the 400-column contract).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from firmware_io.bitpack import pack_planes, unpack_planes
+from firmware_io.contract import DEFAULT_GEOMETRY, FormatError, Geometry
+
+WITH_HEAD_EXTRA_COLUMNS = 16
+
+
+class DatReader:
+    """Random access to the planes of a ``.dat`` file without reading the whole file.
+
+    ``packed(start, stop)`` returns camera-order planes ``[start, stop)`` (a zero-copy view of the
+    memory map when the file has no head columns); ``unpacked`` returns upright 0/1 planes.
+    Truncated files raise ``FormatError`` unless ``allow_partial=True``, which ignores the trailing
+    partial plane with a warning.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        geometry: Geometry = DEFAULT_GEOMETRY,
+        *,
+        with_head: bool = False,
+        allow_partial: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.geometry = geometry
+        self.with_head = with_head
+        self.stored_geometry = (
+            Geometry(geometry.height, geometry.width + WITH_HEAD_EXTRA_COLUMNS) if with_head else geometry
+        )
+        if not self.path.exists():
+            raise FileNotFoundError(f"no such spike file: {self.path}")
+        size = self.path.stat().st_size
+        plane_bytes = self.stored_geometry.plane_bytes
+        if size == 0:
+            raise FormatError(f"{self.path} is empty (0 bytes); a {self.stored_geometry} plane is {plane_bytes} bytes")
+        n_planes, trailing = divmod(size, plane_bytes)
+        if trailing:
+            message = (
+                f"{self.path} is {size} bytes, not a whole number of {self.stored_geometry} planes "
+                f"({plane_bytes} bytes each): {n_planes} full planes and {trailing} trailing bytes. "
+                f"The file is truncated or the geometry is wrong"
+            )
+            if not allow_partial or n_planes == 0:
+                hint = "; allow_partial (--allow-partial) ignores the partial plane" if n_planes else ""
+                raise FormatError(message + hint)
+            warnings.warn(message + "; ignoring the partial plane", stacklevel=2)
+        self.n_planes = n_planes
+        self._file = open(self.path, "rb")
+        self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        self._planes = np.frombuffer(self._mmap, dtype=np.uint8, count=n_planes * plane_bytes).reshape(
+            n_planes, plane_bytes
+        )
+
+    def __len__(self) -> int:
+        return self.n_planes
+
+    def _check_range(self, start: int, stop: int) -> None:
+        if not (0 <= start <= stop <= self.n_planes):
+            raise IndexError(f"plane range [{start}, {stop}) is outside [0, {self.n_planes}) of {self.path}")
+
+    def packed(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Camera-order packed planes ``[start, stop)``, ``uint8 (n, plane_bytes)``."""
+        stop = self.n_planes if stop is None else stop
+        self._check_range(start, stop)
+        raw = self._planes[start:stop]
+        if not self.with_head:
+            return raw
+        return pack_planes(self.unpacked(start, stop))
+
+    def unpacked(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Upright 0/1 planes ``[start, stop)``, ``uint8 (n, H, W)``."""
+        stop = self.n_planes if stop is None else stop
+        self._check_range(start, stop)
+        planes = unpack_planes(self._planes[start:stop], self.stored_geometry)
+        if self.with_head:
+            planes = np.ascontiguousarray(planes[:, :, : self.geometry.width])
+        return planes
+
+    def iter_packed(self, chunk_planes: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(first_plane, packed)`` chunks of at most ``chunk_planes`` planes covering ``[start, stop)``."""
+        if chunk_planes <= 0:
+            raise ValueError(f"chunk_planes must be positive, got {chunk_planes}")
+        stop = self.n_planes if stop is None else stop
+        self._check_range(start, stop)
+        for first in range(start, stop, chunk_planes):
+            yield first, self.packed(first, min(first + chunk_planes, stop))
+
+    def close(self) -> None:
+        if self._mmap is not None:
+            self._planes = None  # release the exported buffer before closing the map
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass  # a caller still holds a view; the map is freed with it
+            self._file.close()
+            self._mmap = None
+
+    def __enter__(self) -> "DatReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DatWriter:
+    """Streams planes to a ``.dat`` file; the file appears under its name only when closed cleanly.
+
+    Writes go to a temporary file in the same folder, which ``close`` flushes, fsyncs and renames
+    into place. Leaving the ``with`` block by an exception removes the temporary file instead.
+    """
+
+    def __init__(self, path: str | os.PathLike, geometry: Geometry = DEFAULT_GEOMETRY) -> None:
+        self.path = Path(path)
+        self.geometry = geometry
+        self.n_planes = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+        self._tmp_path = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
+
+    def write_packed(self, packed: np.ndarray) -> None:
+        packed = np.asarray(packed)
+        if packed.ndim != 2 or packed.dtype != np.uint8 or packed.shape[1] != self.geometry.plane_bytes:
+            raise ValueError(
+                f"expected uint8 (n, {self.geometry.plane_bytes}) packed {self.geometry} planes, "
+                f"got {packed.dtype} {packed.shape}"
+            )
+        self._file.write(np.ascontiguousarray(packed).tobytes())
+        self.n_planes += packed.shape[0]
+
+    def write_planes(self, planes: np.ndarray) -> None:
+        """Write upright 0/1 planes ``(n, H, W)``."""
+        planes = np.asarray(planes)
+        if planes.ndim == 2:
+            planes = planes[None]
+        if planes.shape[1:] != self.geometry.shape:
+            raise ValueError(f"expected planes of {self.geometry}, got {planes.shape[1:]}")
+        self.write_packed(pack_planes(planes))
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp_path, self.path)
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self._tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "DatWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_dat(path: str | os.PathLike, planes: np.ndarray) -> Path:
+    """Write upright 0/1 planes ``(n, H, W)`` to ``path`` atomically."""
+    planes = np.asarray(planes)
+    with DatWriter(path, Geometry(planes.shape[1], planes.shape[2])) as writer:
+        writer.write_planes(planes)
+    return Path(path)

@@ -1,0 +1,8 @@
+"""Placeholder until its owner fills it."""
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """spike-host: watch, record and measure a spike-edge stream."""

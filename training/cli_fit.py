@@ -1,0 +1,5 @@
+"""Placeholder until its owner fills it."""
+
+
+def register(main) -> None:
+    pass
