@@ -97,23 +97,74 @@ class VideoWriter:
         self.close() if exc_type is None else self.abort()
 
 
+class FrameSink:
+    """Streams frames one at a time to ``.npy`` (raw float32), a PNG folder, a single ``.png`` or video.
+
+    The ``.npy`` file is written through a memory map under a temporary name and renamed on ``close``,
+    so memory stays bounded whatever the number of frames; ``abort`` leaves nothing behind.
+    """
+
+    def __init__(self, out: str | os.PathLike, n_frames: int, shape: tuple[int, int], fps: float = 25.0) -> None:
+        self.out = Path(out)
+        self.n_frames = n_frames
+        self.count = 0
+        suffix = self.out.suffix.lower()
+        self._npy = self._video = None
+        if suffix == ".npy":
+            self._tmp = _atomic_target(self.out)
+            self._npy = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.float32, shape=(n_frames, *shape))
+        elif suffix == ".png":
+            if n_frames != 1:
+                raise ValueError(f"{self.out} is a single PNG but there are {n_frames} frames; give a folder or .mp4")
+        elif suffix in VIDEO_SUFFIXES:
+            self._video = VideoWriter(self.out, fps=fps)
+        elif suffix:
+            raise ValueError(f"unknown output type {suffix!r} for {self.out}; use .npy, .png, a folder, or {'/'.join(VIDEO_SUFFIXES)}")
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def append(self, frame: np.ndarray) -> None:
+        if self.count >= self.n_frames:
+            raise ValueError(f"more than the {self.n_frames} frames announced for {self.out}")
+        if self._npy is not None:
+            self._npy[self.count] = frame
+        elif self._video is not None:
+            self._video.append(frame)
+        elif self.out.suffix.lower() == ".png":
+            write_png(self.out, frame)
+        else:
+            write_png(self.out / f"frame_{self.count:06d}.png", frame)
+        self.count += 1
+
+    def close(self) -> Path:
+        if self._npy is not None:
+            self._npy.flush()
+            del self._npy
+            self._npy = None
+            os.replace(self._tmp, self.out)
+        elif self._video is not None:
+            self._video.close()
+        return self.out
+
+    def abort(self) -> None:
+        if self._npy is not None:
+            del self._npy
+            self._npy = None
+            self._tmp.unlink(missing_ok=True)
+        elif self._video is not None:
+            self._video.abort()
+
+    def __enter__(self) -> "FrameSink":
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        self.close() if exc_type is None else self.abort()
+
+
 def write_frames(out: str | os.PathLike, frames: np.ndarray, fps: float = 25.0) -> Path:
-    """Write ``frames (n, H, W)`` by the suffix of ``out``: ``.npy``, ``.png`` (one frame), a video
-    suffix, or no suffix (a folder of PNGs)."""
-    out = Path(out)
+    """Write ``frames (n, H, W)`` by the suffix of ``out`` (see ``FrameSink``)."""
     frames = np.asarray(frames)
-    suffix = out.suffix.lower()
-    if suffix == ".npy":
-        return write_npy(out, frames)
-    if suffix == ".png":
-        if len(frames) != 1:
-            raise ValueError(f"{out} is a single PNG but there are {len(frames)} frames; give a folder or .mp4")
-        return write_png(out, frames[0])
-    if suffix in VIDEO_SUFFIXES:
-        with VideoWriter(out, fps=fps) as video:
-            for frame in frames:
-                video.append(frame)
-        return out
-    if suffix:
-        raise ValueError(f"unknown output type {suffix!r} for {out}; use .npy, .png, a folder, or {'/'.join(VIDEO_SUFFIXES)}")
-    return write_png_folder(out, frames)
+    with FrameSink(out, len(frames), frames.shape[1:], fps=fps) as sink:
+        for frame in frames:
+            sink.append(frame)
+    return Path(out)
