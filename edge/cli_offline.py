@@ -26,13 +26,14 @@ import numpy as np
 from edge.backends import BackendName, BackendUnavailable, Device, make_reconstructor
 from edge.classical import tfp_packed
 from edge.frames_out import FrameSink
-from edge.methods import METHOD_NAMES, method_spec
-from edge.windows import check_window_fits, default_key, keys_every
+from edge.methods import METHOD_NAMES
+from edge.windows import check_window_fits, default_key, keys_every, window_range
 from firmware_io.bitpack import count_spikes, unpack_planes
-from firmware_io.contract import DEFAULT_RATE_HZ, FormatError, Geometry
+from firmware_io.contract import DEFAULT_RATE_HZ, Geometry
 from firmware_io.recording import open_recording
 
 EXIT_BAD_INPUT = 2
+EXIT_BACKEND_UNAVAILABLE = 4
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -110,11 +111,15 @@ def reconstruct(file, method, window, key, every, out, height, width, with_head,
     """Reconstruct frames from a recording with TFP, TFI, LRN or STIR."""
     if key is not None and every is not None:
         _fail("give --key or --every, not both")
-    spec = method_spec(method)
-    if window is not None and spec.window_fixed and window != spec.window_planes:
-        _fail(f"{method} takes a fixed {spec.window_planes}-plane window, not --window {window}")
-    window_planes = window or spec.window_planes
     with _open(file, height, width, with_head, allow_partial) as rec:
+        try:
+            recon = make_reconstructor(method, rec.geometry, backend=backend, device=device,
+                                       window_planes=window, checkpoint=checkpoint, engine=engine)
+        except BackendUnavailable as exc:
+            _fail(str(exc), code=EXIT_BACKEND_UNAVAILABLE)
+        except (FileNotFoundError, ValueError) as exc:  # CheckpointError and EngineMismatch are ValueErrors
+            _fail(str(exc))
+        window_planes = recon.window_planes
         try:
             if every is not None:
                 keys = keys_every(rec.n_planes, window_planes, every)
@@ -125,20 +130,12 @@ def reconstruct(file, method, window, key, every, out, height, width, with_head,
                 check_window_fits(keys[0], window_planes, rec.n_planes)
         except ValueError as exc:
             _fail(str(exc))
-        try:
-            recon = make_reconstructor(method, rec.geometry, backend=backend, device=device,
-                                       window_planes=window_planes, checkpoint=checkpoint, engine=engine)
-        except BackendUnavailable as exc:
-            _fail(str(exc), code=4)
-        except (FileNotFoundError, ValueError) as exc:
-            _fail(str(exc))
         click.echo(f"{method}: {len(keys)} frame(s), window {window_planes} planes, backend {recon.backend}", err=True)
         try:
             with FrameSink(out, len(keys), rec.geometry.shape, fps=fps) as sink:
                 for i in range(0, len(keys), batch):
                     batch_keys = keys[i : i + batch]
-                    windows = np.stack([rec.packed(k - window_planes // 2, k - window_planes // 2 + window_planes)
-                                        for k in batch_keys])
+                    windows = np.stack([rec.packed(*window_range(k, window_planes)) for k in batch_keys])
                     for frame in recon.reconstruct(windows):
                         sink.append(frame)
         except (ValueError, RuntimeError) as exc:

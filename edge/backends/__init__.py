@@ -22,7 +22,7 @@ def make_reconstructor(
     *,
     backend: str | BackendName = BackendName.AUTO,
     device: str | Device = Device.CPU,
-    window_planes: int | None = None,
+    window_planes: int | None = None,  # classical: the window; networks: must match the weights if given
     checkpoint: str | Path | None = None,
     engine: str | Path | None = None,
 ) -> Reconstructor:
@@ -32,9 +32,11 @@ def make_reconstructor(
         if backend not in (BackendName.AUTO, BackendName.NUMPY):
             raise BackendUnavailable(f"{spec.method.value} runs on the numpy backend only, not {backend.value}")
         return ClassicalReconstructor(spec.method, geometry, window_planes or spec.window_planes)
-    if window_planes is not None and window_planes != spec.window_planes:
-        raise ValueError(f"{spec.method.value} takes a fixed {spec.window_planes}-plane window, not {window_planes}")
     from edge.backends.networks import make_network_reconstructor  # torch is optional
 
-    return make_network_reconstructor(spec.method, geometry, backend=backend, device=Device(device),
-                                      checkpoint=checkpoint, engine=engine)
+    recon = make_network_reconstructor(spec.method, geometry, backend=backend, device=Device(device),
+                                       checkpoint=checkpoint, engine=engine)
+    if window_planes is not None and window_planes != recon.window_planes:
+        raise ValueError(f"these {spec.method.value} weights take a fixed {recon.window_planes}-plane window, "
+                         f"not {window_planes}")
+    return recon
