@@ -1,0 +1,503 @@
+"""The plane ring: a bounded, preallocated buffer of packed spike planes in shared memory.
+
+One writer (the capture process) appends planes; one reader (the worker in the daemon) copies
+ranges of them out. Memory is fixed at creation (``capacity`` planes), so a slow reader can never
+make memory or lag grow: in ``overwrite`` policy the writer never waits and the oldest planes are
+overwritten (and counted); in ``block`` policy (deterministic replay) the writer waits until the
+reader has released enough planes, so nothing is lost.
+
+Layout of the shared-memory segment (all integers little-endian int64)::
+
+    [0, 4096)                       header: HEADER_FIELDS below (magic, geometry, counters, ...)
+    [4096, 4096 + 8C)               stamps[C]: plane index held by each slot, -1 while being written,
+                                    -2 before the first write
+    [.., + 8C)                      t_ns[C]: capture time of the plane in each slot
+    [page-aligned data_offset, +C*P) data[C, P]: packed planes (P = plane bytes), page-aligned so
+                                    the region can be registered with CUDA as pinned memory
+
+Plane ``i`` lives in slot ``i % C``. ``committed`` in the header is the high-water mark: every
+plane below it has been written or was never delivered by the source (a source gap).
+
+Consistency (a seqlock per slot): the writer stores ``stamps[s] = -1``, then the data and time,
+then ``stamps[s] = i``, and finally raises ``committed``. The reader copies ``[a, b)`` (``b <=
+committed``) by reading the stamps, copying data and times, and reading the stamps again; a plane
+is valid only when both stamp reads equal its index. Stamps only ever grow (``i``, then ``-1``,
+then ``i + C``), so a slot that was overwritten during the copy, or never written, is always
+detected. This relies on stores becoming visible in program order and loads not being reordered
+with loads (x86-64 TSO); numpy's copies and the int64 stamp stores are plain memory operations.
+Readers never see torn planes: an invalid plane is reported as a gap, never returned.
+
+Design: alternatives considered were a lock shared by both processes (a slow reader holding it
+would stall the camera), a ``multiprocessing.Queue`` of blocks (pickling 500 MB/s, unbounded
+lag), and one global seqlock (a reader would throw away a whole window when only its oldest
+plane was overwritten). Per-slot stamps cost 8 bytes per plane and tell exactly which planes were
+lost and why (``overrun``: overwritten before being read; ``source-gap``: never delivered).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from typing import Callable
+
+import numpy as np
+
+from firmware_io.contract import Geometry
+
+log = logging.getLogger(__name__)
+
+MAGIC = 0x53504B52494E4731  # "SPKRING1"
+LAYOUT_VERSION = 1
+HEADER_BYTES = 4096
+PAGE = 4096
+POLL_S = 0.0002
+OPEN = -1  # stamp of a slot being written
+NEVER_WRITTEN = -2  # stamp of a slot not written yet
+
+
+class WriterPolicy(str, enum.Enum):
+    OVERWRITE = "overwrite"  # live: never wait; overwrite the oldest planes and count them
+    BLOCK = "block"  # deterministic replay: wait for the reader to release space
+
+
+class WriterState(enum.IntEnum):
+    STARTING = 0
+    RUNNING = 1
+    ENDED = 2  # the source reached end-of-stream
+    FAILED = 3  # the source failed for good
+    STOPPED = 4  # stopped on request
+
+
+# Header field indices (int64 slots).
+_F = dict(
+    magic=0, version=1, capacity=2, plane_bytes=3, height=4, width=5, policy=6,
+    committed=7,            # planes [0, committed) are written (or were never delivered)
+    first_plane=8,          # index of the first plane written, -1 before
+    release=9,              # the reader no longer needs planes below this (block policy waits on it)
+    state=10,               # WriterState
+    stop=11,                # 1: the daemon asks the writer to stop
+    overwritten_unread=12,  # planes the writer overwrote before the reader released them
+    writer_waits=13,        # times the block policy waited for space
+    timeouts=14, errors=15, reconnects=16,  # source statuses seen by the capture side
+    source_gap_planes=17,   # planes skipped by the source (indices jumped forward)
+    blocks=18,              # blocks written
+    writer_t_ns=19,         # last time the writer was alive (monotonic ns)
+    rate_mhz=20,            # source rate in milli-hertz (integer)
+    discontinuities=21,     # source discontinuities (reconnects, index resets)
+    last_capture_t_ns=22,   # capture time of the newest plane
+    writer_pid=23,
+)
+HEADER_FIELDS = tuple(_F)
+COUNTER_FIELDS = ("overwritten_unread", "writer_waits", "timeouts", "errors", "reconnects",
+                  "source_gap_planes", "blocks", "discontinuities")
+
+
+def _page_round(n: int) -> int:
+    return -(-n // PAGE) * PAGE
+
+
+@dataclass(frozen=True)
+class RingLayout:
+    capacity: int
+    plane_bytes: int
+
+    @property
+    def stamps_offset(self) -> int:
+        return HEADER_BYTES
+
+    @property
+    def t_offset(self) -> int:
+        return HEADER_BYTES + 8 * self.capacity
+
+    @property
+    def data_offset(self) -> int:
+        return _page_round(HEADER_BYTES + 16 * self.capacity)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.data_offset + _page_round(self.capacity * self.plane_bytes)
+
+
+class SpikeRing:
+    """A view of one ring segment (create it in one process, ``attach`` by name in others)."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, owner: bool) -> None:
+        self._shm = shm
+        self.owner = owner
+        self.header = np.ndarray((HEADER_BYTES // 8,), dtype=np.int64, buffer=shm.buf)
+        if int(self.header[_F["magic"]]) != MAGIC or int(self.header[_F["version"]]) != LAYOUT_VERSION:
+            raise ValueError(f"shared memory {shm.name!r} is not a spike ring (layout v{LAYOUT_VERSION})")
+        self.capacity = int(self.header[_F["capacity"]])
+        self.plane_bytes = int(self.header[_F["plane_bytes"]])
+        self.geometry = Geometry(int(self.header[_F["height"]]), int(self.header[_F["width"]]))
+        self.layout = RingLayout(self.capacity, self.plane_bytes)
+        lay = self.layout
+        self.stamps = np.ndarray((self.capacity,), dtype=np.int64, buffer=shm.buf, offset=lay.stamps_offset)
+        self.t_ns = np.ndarray((self.capacity,), dtype=np.int64, buffer=shm.buf, offset=lay.t_offset)
+        self.data = np.ndarray((self.capacity, self.plane_bytes), dtype=np.uint8, buffer=shm.buf,
+                               offset=lay.data_offset)
+        self._cuda_registration: Callable[[], None] | None = None
+        self._closed = False
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, capacity_planes: int, geometry: Geometry, *, policy: WriterPolicy | str = WriterPolicy.OVERWRITE,
+               rate_hz: float = 0.0, name: str | None = None) -> "SpikeRing":
+        if not isinstance(capacity_planes, (int, np.integer)) or capacity_planes < 2:
+            raise ValueError(f"ring capacity must be an integer >= 2 planes, got {capacity_planes!r}")
+        policy = WriterPolicy(policy)
+        layout = RingLayout(int(capacity_planes), geometry.plane_bytes)
+        name = name or f"spkring-{os.getpid()}-{secrets.token_hex(4)}"
+        shm = shared_memory.SharedMemory(name=name, create=True, size=layout.total_bytes)
+        header = np.ndarray((HEADER_BYTES // 8,), dtype=np.int64, buffer=shm.buf)
+        header[:] = 0
+        values = dict(magic=MAGIC, version=LAYOUT_VERSION, capacity=layout.capacity, plane_bytes=layout.plane_bytes,
+                      height=geometry.height, width=geometry.width,
+                      policy=0 if policy is WriterPolicy.OVERWRITE else 1, first_plane=-1,
+                      state=int(WriterState.STARTING), rate_mhz=int(round(rate_hz * 1000)))
+        for key, value in values.items():
+            header[_F[key]] = value
+        np.ndarray((layout.capacity,), dtype=np.int64, buffer=shm.buf, offset=layout.stamps_offset)[:] = NEVER_WRITTEN
+        del header
+        return cls(shm, owner=True)
+
+    @classmethod
+    def attach(cls, name: str) -> "SpikeRing":
+        try:
+            shm = shared_memory.SharedMemory(name=name, create=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no spike ring named {name!r} in shared memory") from None
+        return cls(shm, owner=False)
+
+    @property
+    def name(self) -> str:
+        return self._shm.name
+
+    @property
+    def nbytes(self) -> int:
+        return self.layout.total_bytes
+
+    # -- header access --------------------------------------------------------------------------
+    def get(self, field: str) -> int:
+        return int(self.header[_F[field]])
+
+    def set(self, field: str, value: int) -> None:
+        self.header[_F[field]] = int(value)
+
+    def add(self, field: str, n: int = 1) -> None:
+        """Increment a counter (only one process ever writes each field)."""
+        self.header[_F[field]] += int(n)
+
+    @property
+    def policy(self) -> WriterPolicy:
+        return WriterPolicy.OVERWRITE if self.get("policy") == 0 else WriterPolicy.BLOCK
+
+    @property
+    def committed(self) -> int:
+        return self.get("committed")
+
+    @property
+    def state(self) -> WriterState:
+        return WriterState(self.get("state"))
+
+    @property
+    def finished(self) -> bool:
+        """The writer will write no more (end-of-stream, failure or stop)."""
+        return self.state in (WriterState.ENDED, WriterState.FAILED, WriterState.STOPPED)
+
+    def oldest_plane(self) -> int:
+        """Lowest plane index that may still be in the ring."""
+        return max(self.committed - self.capacity, max(self.get("first_plane"), 0))
+
+    def request_stop(self) -> None:
+        self.set("stop", 1)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.get("stop") != 0
+
+    def counters(self) -> dict[str, int]:
+        out = {name: self.get(name) for name in COUNTER_FIELDS}
+        out.update(committed=self.committed, first_plane=self.get("first_plane"), release=self.get("release"))
+        return out
+
+    # -- writer ---------------------------------------------------------------------------------
+    def _segments(self, start: int, stop: int) -> list[tuple[int, int, int]]:
+        """Split plane range [start, stop) (length <= capacity) into (slot_start, slot_stop, offset)."""
+        c = self.capacity
+        s0 = start % c
+        n = stop - start
+        if s0 + n <= c:
+            return [(s0, s0 + n, 0)]
+        first = c - s0
+        return [(s0, c, 0), (0, n - first, first)]
+
+    def write(self, first_plane: int, planes: np.ndarray, capture_t_ns: int, *,
+              should_stop: Callable[[], bool] | None = None) -> int:
+        """Append planes ``[first_plane, first_plane + n)`` (``first_plane >= committed``).
+
+        Returns the number of planes stored. Under ``overwrite`` never waits; a block longer than
+        the ring keeps only its newest ``capacity`` planes. Under ``block`` waits for the reader to
+        release space (checking ``should_stop`` and the stop flag while waiting) and returns early,
+        with fewer planes stored, when asked to stop.
+        """
+        planes = np.asarray(planes)
+        if planes.ndim != 2 or planes.dtype != np.uint8 or planes.shape[1] != self.plane_bytes:
+            raise ValueError(f"expected packed planes uint8 (n, {self.plane_bytes}), got {planes.dtype} {planes.shape}")
+        committed = self.committed
+        if first_plane < committed:
+            raise ValueError(f"plane indices must increase: block starts at {first_plane}, ring already holds up to {committed}")
+        n = planes.shape[0]
+        if n == 0:
+            return 0
+        if self.get("first_plane") < 0:
+            self.set("first_plane", first_plane)
+            committed = first_plane
+            self.set("committed", first_plane)
+            self.set("release", first_plane)
+        elif first_plane > committed:
+            self.add("source_gap_planes", first_plane - committed)
+        c = self.capacity
+        if self.policy is WriterPolicy.BLOCK:
+            stored = 0
+            for offset in range(0, n, c):
+                chunk = planes[offset: offset + c]
+                a = first_plane + offset
+                if not self._wait_for_space(a + len(chunk), should_stop):
+                    return stored
+                self._store(a, chunk, capture_t_ns)
+                stored += len(chunk)
+            return stored
+        if n > c:  # the oldest planes of this block could never be read: lost like overwritten ones
+            self.add("overwritten_unread", n - c)
+            first_plane, planes = first_plane + n - c, planes[n - c:]
+            n = c
+        # Planes about to be overwritten that the reader had not released yet: everything below
+        # stop - c goes; what was below committed - c had gone already.
+        lo = max(committed - c, self.get("release"))
+        hi = min(first_plane + n - c, committed)
+        if hi > lo:
+            self.add("overwritten_unread", hi - lo)
+        self._store(first_plane, planes, capture_t_ns)
+        return n
+
+    def _wait_for_space(self, stop_plane: int, should_stop: Callable[[], bool] | None) -> bool:
+        waited = False
+        while stop_plane - self.get("release") > self.capacity:
+            if self.stop_requested or (should_stop is not None and should_stop()):
+                return False
+            if not waited:
+                self.add("writer_waits")
+                waited = True
+            self.set("writer_t_ns", time.monotonic_ns())
+            time.sleep(POLL_S)
+        return True
+
+    def _store(self, first_plane: int, planes: np.ndarray, capture_t_ns: int) -> None:
+        stop = first_plane + len(planes)
+        segments = self._segments(first_plane, stop)
+        for s0, s1, _ in segments:
+            self.stamps[s0:s1] = OPEN  # open the slots (readers now reject them)
+        for s0, s1, off in segments:
+            self.data[s0:s1] = planes[off: off + (s1 - s0)]
+            self.t_ns[s0:s1] = capture_t_ns
+        for s0, s1, off in segments:
+            self.stamps[s0:s1] = np.arange(first_plane + off, first_plane + off + (s1 - s0), dtype=np.int64)
+        self.set("last_capture_t_ns", capture_t_ns)
+        self.set("committed", stop)  # publish
+        self.add("blocks")
+        self.set("writer_t_ns", time.monotonic_ns())
+
+    # -- reader ---------------------------------------------------------------------------------
+    def copy_range(self, start: int, stop: int, out: np.ndarray, out_t_ns: np.ndarray | None = None) -> np.ndarray:
+        """Copy planes ``[start, stop)`` into ``out`` (and their times into ``out_t_ns``).
+
+        Returns a bool mask: ``True`` where the copied plane is exactly the plane written with that
+        index; ``False`` where it was overwritten (before or during the copy) or never written.
+        ``stop`` must not exceed ``committed`` and the range must fit the ring.
+        """
+        n = stop - start
+        if n < 0 or n > self.capacity:
+            raise ValueError(f"range [{start}, {stop}) must be 0..{self.capacity} planes long")
+        if stop > self.committed:
+            raise ValueError(f"planes up to {stop} requested, only {self.committed} committed")
+        segments = self._segments(start, stop) if n else []
+        pre = np.empty(n, dtype=np.int64)
+        for s0, s1, off in segments:
+            pre[off: off + s1 - s0] = self.stamps[s0:s1]
+        for s0, s1, off in segments:
+            out[off: off + s1 - s0] = self.data[s0:s1]
+            if out_t_ns is not None:
+                out_t_ns[off: off + s1 - s0] = self.t_ns[s0:s1]
+        post = np.empty(n, dtype=np.int64)
+        for s0, s1, off in segments:
+            post[off: off + s1 - s0] = self.stamps[s0:s1]
+        expected = np.arange(start, stop, dtype=np.int64)
+        self.last_post_stamps = post
+        return (pre == expected) & (post == expected)
+
+    def release(self, plane: int) -> None:
+        """The reader no longer needs planes below ``plane`` (lets a blocked writer proceed)."""
+        if plane > self.get("release"):
+            self.set("release", plane)
+
+    # -- CUDA (optional) ------------------------------------------------------------------------
+    def register_cuda(self) -> str | None:
+        """Page-lock the data region for fast device copies (``cudaHostRegister``, portable + mapped).
+
+        Tries torch's CUDA runtime first (so torch and this ring share torch's primary context),
+        then pycuda (through ``pycuda.autoprimaryctx``, the same primary context). Returns how it
+        was registered, or ``None`` when no CUDA device or library is present. Call it in the
+        process that copies to the GPU (the daemon); each process registers its own mapping.
+        """
+        if self._cuda_registration is not None:
+            return "already registered"
+        data = self.data
+        ptr, nbytes = int(data.ctypes.data), int(data.nbytes)
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                cudart = torch.cuda.cudart()
+                flags = 0x01 | 0x02  # cudaHostRegisterPortable | cudaHostRegisterMapped
+                err = cudart.cudaHostRegister(ptr, nbytes, flags)
+                if int(err) != 0:
+                    log.warning("cudaHostRegister of the ring (%d bytes) failed: %s", nbytes, err)
+                    return None
+                self._cuda_registration = lambda: cudart.cudaHostUnregister(ptr)
+                return "torch.cuda.cudart().cudaHostRegister"
+        except ImportError:
+            pass
+        try:
+            import pycuda.autoprimaryctx  # noqa: F401  (one primary context, shared with other users)
+            import pycuda.driver as cuda
+        except ImportError:
+            return None
+        except Exception as exc:  # no device / driver: stay on pageable memory, say so
+            log.warning("pycuda present but unusable, the ring stays pageable: %s", exc)
+            return None
+        flags = cuda.mem_host_register_flags.PORTABLE | cuda.mem_host_register_flags.DEVICEMAP
+        registered = cuda.register_host_memory(data, flags=flags)
+        self._cuda_registration = registered.base.unregister
+        self._cuda_keepalive = registered
+        return "pycuda.driver.register_host_memory"
+
+    # -- teardown -------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._cuda_registration is not None:
+            try:
+                self._cuda_registration()
+            except Exception as exc:  # pragma: no cover - GPU only
+                log.warning("unregistering the ring from CUDA failed: %s", exc)
+            self._cuda_registration = None
+        self.header = self.stamps = self.t_ns = self.data = None  # drop views before closing
+        self.last_post_stamps = None
+        try:
+            self._shm.close()
+        except BufferError:  # a caller still holds a view; freed with it
+            pass
+        if self.owner:
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "SpikeRing":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class GapCause(str, enum.Enum):
+    OVERRUN = "overrun"  # overwritten before the reader got to them
+    SOURCE_GAP = "source-gap"  # the source never delivered them
+
+
+@dataclass(frozen=True)
+class RingRead:
+    """One result of ``RingReader.read``: exactly one of planes / gap / timeout / end."""
+
+    kind: str  # "planes" | "gap" | "timeout" | "end"
+    first_plane: int
+    planes: np.ndarray | None = None
+    t_ns: np.ndarray | None = None
+    n_lost: int = 0
+    cause: GapCause | None = None
+
+    @property
+    def n_planes(self) -> int:
+        return 0 if self.planes is None else int(self.planes.shape[0])
+
+
+class RingReader:
+    """Streams a ring in order: contiguous planes, or an explicit gap record, never torn data."""
+
+    def __init__(self, ring: SpikeRing, start_plane: int | None = None) -> None:
+        self.ring = ring
+        self.next_plane = start_plane
+        self.overrun_planes = 0
+        self.source_gap_planes = 0
+
+    def _start(self) -> int | None:
+        if self.next_plane is None:
+            first = self.ring.get("first_plane")
+            if first < 0:
+                return None
+            self.next_plane = first
+        return self.next_plane
+
+    def read(self, max_planes: int, timeout_s: float = 0.0) -> RingRead:
+        ring = self.ring
+        deadline = time.monotonic() + timeout_s
+        while True:
+            nxt = self._start()
+            if nxt is not None and ring.committed > nxt:
+                break
+            if ring.finished and (nxt is None or ring.committed <= nxt):
+                return RingRead("end", nxt if nxt is not None else 0)
+            if time.monotonic() >= deadline:
+                return RingRead("timeout", nxt if nxt is not None else 0)
+            time.sleep(POLL_S)
+        committed = ring.committed
+        oldest = committed - ring.capacity
+        if nxt < oldest:
+            return self._gap(nxt, oldest - nxt, GapCause.OVERRUN)
+        stop = min(committed, nxt + max_planes)
+        out = np.empty((stop - nxt, ring.plane_bytes), dtype=np.uint8)
+        t = np.empty(stop - nxt, dtype=np.int64)
+        ok = ring.copy_range(nxt, stop, out, t)
+        bad = np.flatnonzero(~ok)
+        if len(bad) == 0 or bad[0] > 0:
+            n = len(ok) if len(bad) == 0 else int(bad[0])
+            self.next_plane = nxt + n
+            ring.release(self.next_plane)
+            return RingRead("planes", nxt, out[:n], t[:n])
+        # A leading run of invalid planes: name the cause from the stamps seen after the copy.
+        good = np.flatnonzero(ok)
+        n_bad = len(ok) if len(good) == 0 else int(good[0])
+        post = ring.last_post_stamps[:n_bad]
+        idx = np.arange(nxt, nxt + n_bad)
+        overrun = (post == OPEN) | (post > idx)
+        # Report one cause per record: the leading run with the same cause.
+        first_cause = bool(overrun[0])
+        change = np.flatnonzero(overrun != first_cause)
+        run = n_bad if len(change) == 0 else int(change[0])
+        return self._gap(nxt, run, GapCause.OVERRUN if first_cause else GapCause.SOURCE_GAP)
+
+    def _gap(self, first: int, n: int, cause: GapCause) -> RingRead:
+        if cause is GapCause.OVERRUN:
+            self.overrun_planes += n
+        else:
+            self.source_gap_planes += n
+        self.next_plane = first + n
+        self.ring.release(self.next_plane)
+        return RingRead("gap", first, n_lost=n, cause=cause)

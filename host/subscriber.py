@@ -1,0 +1,427 @@
+"""Host-side subscriber of the frame stream: a SUB socket that yields typed ``Received`` items.
+
+It follows ``edge.wire`` (the one contract) and adds what a client needs on top of it:
+
+- **Gaps.** ``seq`` counts published frames of a stream without holes, so a jump means the
+  subscriber lost messages (publisher HWM or a slow reader). Each frame carries ``gap_frames``
+  (frames missing right before it) and the totals are ``stats.gaps`` / ``stats.lost_frames``.
+  An end-of-stream whose ``last_seq`` is beyond the newest frame seen adds the trailing loss.
+- **Restarts.** A new ``stream_id``, or ``seq`` going back (typically to 0), starts a new stream:
+  ``new_stream`` is set and ``stats.stream_restarts`` counts it; it is never a gap. The first
+  frame seen is a new stream too (a late joiner has lost nothing).
+- **Daemon-side drops.** The header's ``discontinuity`` flag and its cumulative
+  ``ring_overrun_planes`` / ``worker_skipped_windows`` are surfaced in ``stats``; they are the
+  daemon's losses, not the network's.
+- **Latest-only.** A small RCVHWM plus draining to the newest frame before returning it.
+  Frames read and thrown away that way are ``skipped_frames`` / ``stats.skipped_latest``,
+  counted apart from gaps. Heartbeats read while draining are folded into one (the newest);
+  an end-of-stream stops the drain and is returned right after the frame.
+- **Timeouts.** ``next(timeout_s)`` returns ``None``; ``recv(timeout_s)`` and iteration raise
+  ``SubscriberTimeout``. Nothing blocks without a bound.
+- **Garbage.** Anything ``edge.wire.decode`` rejects (and headers whose numbers are not
+  integers) is counted in ``stats.malformed`` and skipped; the reason is kept in ``stats.last_error``.
+- **Reconnect.** Heartbeats arrive at least once a second, so silence for
+  ``heartbeat_timeout_s`` means a dead or restarted peer: the socket is closed (LINGER 0) and
+  recreated, ``stats.reconnects`` counts it. Heartbeats are always subscribed for this, even
+  when the caller did not ask for them (they are then counted, not returned).
+- **End-of-stream** is sent a few times by the daemon; repeats are absorbed (returned once).
+
+Design: latest-only could use ZMQ_CONFLATE, but CONFLATE breaks multipart messages, so it is
+done by hand. Once a drain has read anything it polls with 1 ms instead of 0 before calling the
+queue empty, because libzmq refills the receive pipe from the TCP buffer asynchronously once the
+reader makes room; a drain is capped at 50 ms so a publisher faster than the reader cannot starve it.
+The reconnect decision is taken only after a poll came back empty, so queued messages are never
+thrown away with the old socket.
+The sequence logic is a small pure class (``SeqTracker``) so it can be property-tested alone.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import zmq
+
+from edge.wire import (
+    TOPIC_EOS,
+    TOPIC_FRAME,
+    TOPIC_HEARTBEAT,
+    TOPICS,
+    EndOfStream,
+    FrameHeader,
+    Heartbeat,
+    WireError,
+    decode,
+)
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["frame", "heartbeat", "eos"]
+KINDS: tuple[Kind, ...] = ("frame", "heartbeat", "eos")
+_KIND_OF_TOPIC: dict[bytes, Kind] = {TOPIC_FRAME: "frame", TOPIC_HEARTBEAT: "heartbeat", TOPIC_EOS: "eos"}
+
+DEFAULT_RCVHWM = 1000  # libzmq's default: keeps about 1000 frames before the publisher drops
+LATEST_RCVHWM = 2
+_MAX_POLL_MS = 250  # upper bound of one poll, so reconnect checks and Ctrl-C stay responsive
+_MAX_DRAIN_S = 0.05  # latest-only: longest time spent draining before returning the newest frame
+
+_INT_FIELDS = (
+    "seq",
+    "key_plane",
+    "plane_start",
+    "plane_stop",
+    "capture_t_ns",
+    "dequeue_t_ns",
+    "infer_start_t_ns",
+    "infer_end_t_ns",
+    "publish_t_ns",
+    "ring_overrun_planes",
+    "worker_skipped_windows",
+)
+
+
+class _Default:
+    """Marker type: "use the constructor's timeout" (None already means "wait forever")."""
+
+
+_DEFAULT = _Default()
+
+
+class SubscriberTimeout(TimeoutError):
+    """Nothing the caller asked for arrived within the timeout."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """One item from the stream. ``kind`` says which of ``header``+``image``, ``heartbeat``, ``eos`` is set.
+
+    ``image`` is a read-only view of the received payload (copy it to modify). ``recv_t_ns`` is
+    ``time.monotonic_ns()`` at receipt, comparable with the header's timestamps on the same host.
+    """
+
+    kind: Kind
+    recv_t_ns: int
+    header: FrameHeader | None = None
+    image: np.ndarray | None = None
+    heartbeat: Heartbeat | None = None
+    eos: EndOfStream | None = None
+    gap_frames: int = 0  # frames missing (seq jumps) between the previous returned frame and this one
+    skipped_frames: int = 0  # frames thrown away by latest-only draining right before this one
+    new_stream: bool = False  # first frame seen of a stream (first ever, new stream_id, or seq restart)
+
+    @property
+    def gap(self) -> bool:
+        return self.gap_frames > 0
+
+    @property
+    def seq(self) -> int | None:
+        return self.header.seq if self.header is not None else None
+
+
+@dataclass
+class SubscriberStats:
+    """Counters since the subscriber was created (daemon counters: the newest values seen)."""
+
+    frames: int = 0  # frames decoded (returned or skipped by latest-only)
+    returned_frames: int = 0
+    heartbeats: int = 0
+    eos: int = 0  # distinct end-of-stream messages (repeats not counted)
+    gaps: int = 0  # seq jumps seen
+    lost_frames: int = 0  # frames missing in those jumps
+    skipped_latest: int = 0  # frames thrown away by latest-only draining
+    malformed: int = 0
+    reconnects: int = 0
+    stream_restarts: int = 0  # new streams after the first one
+    discontinuities: int = 0  # frames flagged by the daemon
+    ring_overrun_planes: int = 0  # daemon, cumulative for the current stream
+    worker_skipped_windows: int = 0  # daemon, cumulative for the current stream
+    timeouts: int = 0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SeqTracker:
+    """Pure sequence bookkeeping: per observed frame, how many were lost before it and whether a stream began."""
+
+    stream_id: str | None = None
+    last_seq: int | None = None
+
+    def observe(self, stream_id: str, seq: int) -> tuple[int, bool]:
+        """Return ``(frames lost right before this one, new stream?)`` and remember the frame."""
+        if self.last_seq is None or stream_id != self.stream_id or seq <= self.last_seq:
+            self.stream_id, self.last_seq = stream_id, seq
+            return 0, True
+        lost = seq - self.last_seq - 1
+        self.last_seq = seq
+        return lost, False
+
+    def trailing_loss(self, stream_id: str, last_seq: int) -> int:
+        """Frames of this stream announced by an end-of-stream but never seen."""
+        if self.stream_id != stream_id or self.last_seq is None or last_seq <= self.last_seq:
+            return 0
+        lost = last_seq - self.last_seq
+        self.last_seq = last_seq
+        return lost
+
+
+def _normalise_topics(topics: Iterable[bytes | str]) -> tuple[bytes, ...]:
+    out = []
+    for topic in topics:
+        topic = topic.encode() if isinstance(topic, str) else bytes(topic)
+        if topic not in TOPICS:
+            raise ValueError(f"unknown topic {topic!r}; expected some of {TOPICS}")
+        out.append(topic)
+    if not out:
+        raise ValueError(f"topics is empty; expected some of {TOPICS}")
+    return tuple(dict.fromkeys(out))
+
+
+def _check_frame_numbers(header: FrameHeader) -> None:
+    """The wire decoder checks presence and shape; arithmetic here also needs integer fields."""
+    if not isinstance(header.stream_id, str):
+        raise WireError(f"frame stream_id must be a string, got {header.stream_id!r}")
+    for name in _INT_FIELDS:
+        value = getattr(header, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise WireError(f"frame field {name} must be an integer, got {value!r}")
+    if header.seq < 0:
+        raise WireError(f"frame seq must be >= 0, got {header.seq}")
+
+
+class Subscriber:
+    """Subscribe to a spike-edge frame stream at ``url`` (e.g. ``tcp://127.0.0.1:5555``).
+
+    ``topics``: which kinds are returned (bytes from ``edge.wire`` or their names).
+    ``timeout_s``: default bound for ``next``/``recv``/iteration (None: wait forever, still
+    reconnecting). ``rcvhwm``: receive high-water mark (default 1000, or 2 with ``latest_only``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        topics: Iterable[bytes | str] = TOPICS,
+        latest_only: bool = False,
+        rcvhwm: int | None = None,
+        timeout_s: float | None = None,
+        heartbeat_timeout_s: float = 3.0,
+        reconnect: bool = True,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if not isinstance(url, str) or "://" not in url:
+            raise ValueError(f"url must look like tcp://HOST:PORT, got {url!r}")
+        if heartbeat_timeout_s <= 0:
+            raise ValueError(f"heartbeat_timeout_s must be > 0, got {heartbeat_timeout_s}")
+        if timeout_s is not None and timeout_s < 0:
+            raise ValueError(f"timeout_s must be >= 0 or None, got {timeout_s}")
+        self.url = url
+        self.topics = _normalise_topics(topics)
+        self._kinds = {_KIND_OF_TOPIC[t] for t in self.topics}
+        self.latest_only = latest_only
+        self.rcvhwm = int(rcvhwm if rcvhwm is not None else (LATEST_RCVHWM if latest_only else DEFAULT_RCVHWM))
+        if self.rcvhwm < 1:
+            raise ValueError(f"rcvhwm must be >= 1, got {rcvhwm}")
+        self.timeout_s = timeout_s
+        self.heartbeat_timeout_s = float(heartbeat_timeout_s)
+        self.reconnect = reconnect
+        self.stats = SubscriberStats()
+        self.last_heartbeat: Heartbeat | None = None
+        self.last_eos: EndOfStream | None = None
+        self._tracker = SeqTracker()
+        self._eos_seen: set[tuple[str, int, str]] = set()
+        self._pending: collections.deque[Received] = collections.deque()
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._closed = False
+        self._last_rx = time.monotonic()  # reconnect schedule (reset by each reconnect)
+        self.last_message_t: float | None = None  # time.monotonic() of the newest message of any kind
+        self._open_socket()
+
+    # -- socket lifecycle -------------------------------------------------
+
+    def _open_socket(self) -> None:
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+        for topic in dict.fromkeys((*self.topics, TOPIC_HEARTBEAT)):  # heartbeats always: liveness
+            sock.setsockopt(zmq.SUBSCRIBE, topic)
+        sock.connect(self.url)
+        self._sock = sock
+        self._last_rx = time.monotonic()
+
+    def _reconnect(self) -> None:
+        log.info("no message from %s for %.1f s: reconnecting", self.url, self.heartbeat_timeout_s)
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self.stats.reconnects += 1
+        self._open_socket()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._sock is not None:
+                self._sock.close(linger=0)
+                self._sock = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- receiving --------------------------------------------------------
+
+    def next(self, timeout_s: float | None | _Default = _DEFAULT) -> Received | None:
+        """The next item, or ``None`` if nothing arrived within ``timeout_s`` (default: the constructor's)."""
+        if self._closed:
+            raise RuntimeError(f"subscriber of {self.url} is closed")
+        timeout = self.timeout_s if isinstance(timeout_s, _Default) else timeout_s
+        deadline = None if timeout is None else time.monotonic() + max(0.0, float(timeout))
+        item = self._receive(deadline)
+        if item is None:
+            self.stats.timeouts += 1
+        return item
+
+    def recv(self, timeout_s: float | None | _Default = _DEFAULT) -> Received:
+        """The next item; raise ``SubscriberTimeout`` if nothing arrived within ``timeout_s``."""
+        item = self.next(timeout_s)
+        if item is None:
+            timeout = self.timeout_s if isinstance(timeout_s, _Default) else timeout_s
+            raise SubscriberTimeout(f"nothing from {self.url} within {timeout} s ({self._status()})")
+        return item
+
+    def __iter__(self) -> Iterator[Received]:
+        """Yield items until closed; raise ``SubscriberTimeout`` after ``timeout_s`` of silence."""
+        while not self._closed:
+            yield self.recv()
+
+    def _status(self) -> str:
+        s = self.stats
+        return f"heartbeats {s.heartbeats}, frames {s.frames}, malformed {s.malformed}, reconnects {s.reconnects}"
+
+    def _receive(self, deadline: float | None) -> Received | None:
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            now = time.monotonic()
+            wait_s = _MAX_POLL_MS / 1000
+            if deadline is not None:
+                wait_s = min(wait_s, deadline - now)
+            if self.reconnect:
+                wait_s = min(wait_s, self.heartbeat_timeout_s - (now - self._last_rx))
+            # Poll before deciding anything: what is already queued is never thrown away.
+            if self._sock.poll(max(0, int(wait_s * 1000 + 0.999)), zmq.POLLIN):
+                item = self._read_one()
+                if item is None:
+                    continue
+                if item.kind == "frame" and self.latest_only:
+                    item = self._drain(item)
+                if item.kind == "frame":
+                    self.stats.returned_frames += 1
+                return item
+            now = time.monotonic()
+            if self.reconnect and now - self._last_rx >= self.heartbeat_timeout_s:
+                self._reconnect()
+            if deadline is not None and now >= deadline:
+                return None
+
+    def _read_one(self) -> Received | None:
+        """Read one available message; return an item of a returned kind, or None (absorbed/malformed)."""
+        parts = self._sock.recv_multipart(zmq.NOBLOCK)
+        recv_t_ns = time.monotonic_ns()
+        self._last_rx = self.last_message_t = time.monotonic()
+        try:
+            msg = decode(parts)
+            if isinstance(msg, tuple):
+                _check_frame_numbers(msg[0])
+        except (WireError, ValueError, TypeError, KeyError) as exc:  # never crash on garbage
+            self.stats.malformed += 1
+            self.stats.last_error = str(exc)
+            log.debug("skipping malformed message from %s: %s", self.url, exc)
+            return None
+        if isinstance(msg, Heartbeat):
+            self.stats.heartbeats += 1
+            self.last_heartbeat = msg
+            return Received("heartbeat", recv_t_ns, heartbeat=msg) if "heartbeat" in self._kinds else None
+        if isinstance(msg, EndOfStream):
+            key = (str(msg.stream_id), int(msg.last_seq) if isinstance(msg.last_seq, int) else -1, str(msg.reason))
+            if key in self._eos_seen:
+                return None
+            self._eos_seen.add(key)
+            self.stats.eos += 1
+            self.last_eos = msg
+            if isinstance(msg.last_seq, int):
+                lost = self._tracker.trailing_loss(str(msg.stream_id), msg.last_seq)
+                if lost:
+                    self.stats.gaps += 1
+                    self.stats.lost_frames += lost
+            return Received("eos", recv_t_ns, eos=msg) if "eos" in self._kinds else None
+        header, image = msg
+        lost, new_stream = self._tracker.observe(header.stream_id, header.seq)
+        s = self.stats
+        s.frames += 1
+        if new_stream and s.frames > 1:
+            s.stream_restarts += 1
+        if lost:
+            s.gaps += 1
+            s.lost_frames += lost
+        if header.discontinuity:
+            s.discontinuities += 1
+        s.ring_overrun_planes = header.ring_overrun_planes
+        s.worker_skipped_windows = header.worker_skipped_windows
+        if "frame" not in self._kinds:
+            return None
+        return Received("frame", recv_t_ns, header=header, image=image, gap_frames=lost, new_stream=new_stream)
+
+    def _drain(self, newest: Received) -> Received:
+        """Read everything already queued and return the newest frame (latest-only mode)."""
+        skipped = gap = 0
+        new_stream = newest.new_stream
+        heartbeat: Received | None = None
+        read_any = False
+        give_up = time.monotonic() + _MAX_DRAIN_S  # a publisher faster than us must not starve the caller
+        while time.monotonic() < give_up:
+            # After a backlog, wait 1 ms before calling the queue empty: libzmq refills the
+            # receive pipe from the TCP buffer asynchronously once the reader has made room.
+            if not self._sock.poll(1 if read_any else 0, zmq.POLLIN):
+                break
+            read_any = True
+            item = self._read_one()
+            if item is None:
+                continue
+            if item.kind == "heartbeat":
+                heartbeat = item
+            elif item.kind == "eos":
+                self._pending.append(item)
+                break
+            else:
+                skipped += 1
+                gap += newest.gap_frames
+                new_stream = new_stream or item.new_stream
+                newest = item
+        if heartbeat is not None:
+            self._pending.appendleft(heartbeat)
+        if skipped:
+            self.stats.skipped_latest += skipped
+            newest = Received(
+                "frame",
+                newest.recv_t_ns,
+                header=newest.header,
+                image=newest.image,
+                gap_frames=gap + newest.gap_frames,
+                skipped_frames=skipped,
+                new_stream=new_stream,
+            )
+        return newest
