@@ -10,7 +10,7 @@ import logging
 
 import click
 
-COMMAND_MODULES = ("edge.cli_offline", "edge.cli_simulate", "edge.cli_models", "edge.cli_run")
+COMMAND_MODULES = ("edge.cli_offline", "edge.cli_simulate", "edge.cli_models", "edge.cli_run", "edge.demo")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,10 +9,11 @@ temporary name and renamed into place.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from firmware_io.atomic import temp_beside
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".gif")
 
@@ -27,10 +28,7 @@ def to_display_u8(frame: np.ndarray) -> np.ndarray:
 
 
 def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+    return temp_beside(path, suffix=path.suffix)  # keep the suffix: writers pick the format from it
 
 
 def write_npy(path: str | os.PathLike, frames: np.ndarray) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from firmware_io.bitpack import pack_planes, unpack_planes
+from firmware_io.atomic import temp_beside
 from firmware_io.contract import DEFAULT_GEOMETRY, FormatError, Geometry
 
 WITH_HEAD_EXTRA_COLUMNS = 16
@@ -133,9 +133,8 @@ class DatWriter:
         self.geometry = geometry
         self.n_planes = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        self._tmp_path = Path(tmp)
-        self._file = os.fdopen(fd, "wb")
+        self._tmp_path = temp_beside(self.path)
+        self._file = open(self._tmp_path, "wb")
 
     def write_packed(self, packed: np.ndarray) -> None:
         packed = np.asarray(packed)

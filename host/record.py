@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from edge.frames_out import VIDEO_SUFFIXES, VideoWriter
+from firmware_io.atomic import temp_beside
 
 from .subscriber import Received
 
@@ -89,13 +89,6 @@ def columns_from_rows(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return cols
 
 
-def _temp_beside(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 class Recorder(Protocol):
     path: Path
     n_frames: int
@@ -151,7 +144,7 @@ class NpzRecorder(_RecorderBase):
             return
         self._done = True
         frames = np.stack(self._frames) if self._frames else np.zeros((0, 0, 0), dtype=np.float32)
-        tmp = _temp_beside(self.path)
+        tmp = temp_beside(self.path)
         try:
             with open(tmp, "wb") as f:
                 np.savez(f, frames=frames, **columns_from_rows(self._rows))
@@ -185,7 +178,7 @@ class FolderRecorder(_RecorderBase):
         row = frame_row(item)
         name = FOLDER_FRAME.format(self.n_frames)
         target = self.path / name
-        tmp = _temp_beside(target)
+        tmp = temp_beside(target)
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(item.image), allow_pickle=False)
         os.replace(tmp, target)

@@ -1,0 +1,5 @@
+"""``python -m host`` runs the ``spike-host`` command line."""
+
+from host.cli import main
+
+main()
