@@ -39,18 +39,26 @@ Determinism: the output depends only on the seed, the parameters and the input, 
 ticks are split into calls (each noise process has its own random stream spawned from the seed).
 
 Output is either upright 0/1 planes ``(n, H, W)`` (``bool``) or packed camera-order planes
-``(n, plane_bytes)`` made by ``firmware_io.bitpack.pack_planes``.
+``(n, plane_bytes)``, byte for byte what ``firmware_io.bitpack.pack_planes`` makes of the upright
+planes (see Design).
 
 Design
 ------
 - One tick at a time over the whole plane (4 vectorised passes: add, compare, scale, subtract)
   rather than a cumulative-sum closed form over many ticks: the loop keeps the accumulator in cache,
-  supports per-tick noise, and runs at about 15,000 planes/s at 250x400 on one core here.
+  supports per-tick noise. Measured at 250x400 on one core of a shared 2-core machine (load ~4):
+  about 10,000 planes/s without noise and 6,000 with ``realistic`` noise (packed, interpolating);
+  4,400-7,400 planes/s including scene rendering at 20 planes per frame
+  (``spike-edge bench simulate``). Live 40 kHz at 250x400 is therefore out of reach of one core;
+  ``SimulatorSource`` counts the blocks it produces late.
   ``np.subtract(..., where=mask)`` was 8x slower than subtracting ``mask * V_th``.
-- Per-tick gain jitter reads a window at a random offset of a fixed bank of 2**20 Gaussian samples
-  instead of drawing 100,000 fresh normals per tick (about 1 ms per tick, which would cap the
-  simulator near 1,000 planes/s). A pixel's jitter at different ticks comes from unrelated bank
-  positions; the bank's finite size is the approximation.
+- Per-tick gain jitter reads a window at a random offset of a fixed bank of 2**18 + pixels gain
+  factors ``1 + sigma * N(0,1)`` instead of drawing 100,000 fresh normals per tick (about 1 ms per
+  tick, which would cap the simulator near 1,000 planes/s). A pixel's jitter at different ticks
+  comes from unrelated bank positions; the bank's finite size is the approximation.
+- The state is kept in camera order (rows bottom-up), so packed output is ``np.packbits`` of the
+  spike planes with no flip; it equals ``bitpack.pack_planes`` of the upright planes (tested).
+  Packing through the flip cost about a third of the simulator's time.
 - Spurious-spike gaps are hashed from (seed, pixel, event number) with splitmix64, so they do not
   depend on how ticks are grouped into calls.
 """
@@ -58,18 +66,17 @@ Design
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from firmware_io.bitpack import pack_planes
 from firmware_io.contract import Geometry
 
 DEFAULT_THRESHOLD = 2.0
 REDS_BASE_RATE_SCALE = 0.6
 DEFAULT_GAIN = REDS_BASE_RATE_SCALE * DEFAULT_THRESHOLD  # 1.2: rate = 0.6 x grey
-_JITTER_BANK_SIZE = 1 << 20
+_JITTER_BANK_SIZE = 1 << 18
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -177,13 +184,14 @@ def integrate_fire(
     jitter: Iterable[np.ndarray] | None = None,
     saturating: bool = True,
 ) -> np.ndarray:
-    """Run ``len(out)`` ticks of integrate-and-fire on flat float32 state arrays, in place.
+    """Run ``len(out)`` ticks of integrate-and-fire on flat float32 arrays, updating them in place.
 
-    ``acc`` (accumulators) and ``inc`` (per-tick increment, ``grey * gain``) are updated in place;
-    ``inc_step`` is added to ``inc`` after every tick (linear interpolation); ``jitter`` yields one
-    multiplicative noise array (``sigma * N(0,1)``) per tick; ``out`` (``bool (n, pixels)``) receives
-    the spikes. ``saturating=False`` skips the clamp that is only needed when an increment can
-    reach the threshold. Returns ``out``.
+    Each tick adds ``inc`` (times ``jitter_t`` when ``jitter`` yields one gain-factor array per tick)
+    to the accumulators ``acc``, writes ``acc >= threshold`` to ``out[t]`` (``bool (n, pixels)``),
+    subtracts the threshold where fired, then adds ``inc_step`` to ``inc`` (linear interpolation).
+    ``saturating=False`` skips the clamp that is only needed when an increment can reach the
+    threshold. The state is all in the arguments: splitting ticks over calls gives the same
+    spikes. Returns ``out``.
     """
     v = np.float32(threshold)
     below = np.nextafter(v, np.float32(0))
@@ -193,7 +201,8 @@ def integrate_fire(
         if jit is not None:
             np.multiply(inc, next(jit), out=tmp)
             acc += tmp
-        acc += inc
+        else:
+            acc += inc
         fired = out[t]
         np.greater_equal(acc, v, out=fired)
         np.multiply(fired, v, out=tmp)
@@ -206,28 +215,30 @@ def integrate_fire(
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-    x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-    x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
 
 
-def hashed_normal(key: int, pixel: np.ndarray, event: np.ndarray) -> np.ndarray:
-    """Standard normal samples that depend only on ``(key, pixel, event)`` (Box-Muller on splitmix64)."""
+def hashed_uniform(key: int, pixel: np.ndarray, event: np.ndarray, salt: int = 0) -> np.ndarray:
+    """Uniform samples in (0, 1) that depend only on ``(key, pixel, event, salt)`` (splitmix64)."""
     with np.errstate(over="ignore"):
-        base = (pixel.astype(np.uint64) << np.uint64(24)) ^ event.astype(np.uint64) ^ np.uint64(key & 0xFFFFFFFFFFFF)
-        h1 = _splitmix64(base * np.uint64(2))
-        h2 = _splitmix64(base * np.uint64(2) + np.uint64(1))
-    u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
-    u2 = (h2 >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+        x = (
+            np.asarray(pixel).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            ^ np.asarray(event).astype(np.uint64) * np.uint64(0xD1B54A32D192ED03)
+            ^ np.uint64((key ^ (salt * 0xA24BAED4963EE407)) & 0xFFFFFFFFFFFFFFFF)
+        )
+        x = _splitmix64(x)
+    return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+
+
+def hashed_normal(key: int, pixel: np.ndarray, event: np.ndarray) -> np.ndarray:
+    """Standard normal samples that depend only on ``(key, pixel, event)`` (Box-Muller)."""
+    u1 = hashed_uniform(key, pixel, event, 1)
+    u2 = hashed_uniform(key, pixel, event, 2)
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-
-
-def interpolation_ramp(f0: np.ndarray, f1: np.ndarray | None, n_ticks: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Grey at the first tick and per-tick step for ``n_ticks`` ticks going from ``f0`` towards ``f1``."""
-    if f1 is None:
-        return f0, None
-    return f0, (f1 - f0) / np.float32(n_ticks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,11 +249,11 @@ def interpolation_ramp(f0: np.ndarray, f1: np.ndarray | None, n_ticks: int) -> t
 class SpikeSimulator:
     """Integrate-and-fire state for one ``geometry``: accumulators, noise state and the tick count.
 
-    ``SpikeSimulator(geometry, params=SimParams(), noise=NoiseParams() | "low" | ..., seed=0)``.
+    ``SpikeSimulator(geometry, params=SimParams(), noise=None | NoiseParams | "low" | ..., seed=0)``.
     ``simulate(greys)`` runs one tick per grey plane; ``ramp(f0, f1, n)`` runs ``n`` ticks
-    interpolating from ``f0`` towards ``f1`` (``f1=None`` holds ``f0``). Both return upright
-    ``bool (n, H, W)`` planes, or packed camera-order planes with ``packed=True``.
-    ``spike_count`` and ``tick`` count what has been produced.
+    interpolating from ``f0`` (first tick) towards ``f1`` (``f1=None`` holds ``f0``). Both return
+    upright ``bool (n, H, W)`` planes, or packed camera-order planes with ``packed=True``.
+    ``tick`` and ``spike_count`` count what has been produced; ``mean_rate`` is their ratio per pixel.
     """
 
     def __init__(
@@ -259,36 +270,34 @@ class SpikeSimulator:
         self.tick = 0
         self.spike_count = 0
         n = geometry.pixels
+        v = np.float32(params.threshold)
         seeds = np.random.SeedSequence(self.seed).spawn(5)
-        self.acc = (np.random.default_rng(seeds[0]).random(n, dtype=np.float32) * np.float32(params.threshold)).astype(
-            np.float32
-        )
-        self.acc = np.minimum(self.acc, np.nextafter(np.float32(params.threshold), np.float32(0)))
+        acc = np.random.default_rng(seeds[0]).random(n, dtype=np.float32) * v
+        self.acc = np.minimum(acc, np.nextafter(v, np.float32(0)))
         gain = np.full(n, params.gain, dtype=np.float32)
         if self.noise.gain_fpn:
             fpn = np.random.default_rng(seeds[1]).standard_normal(n).astype(np.float32)
             gain *= np.maximum(np.float32(1) + np.float32(self.noise.gain_fpn) * fpn, np.float32(0))
         self.gain = gain
-        defect_rng = np.random.default_rng(seeds[2])
-        draw = defect_rng.random(n)
+        draw = np.random.default_rng(seeds[2]).random(n)
         self.dead_idx = np.flatnonzero(draw < self.noise.dead_pixels)
-        self.hot_idx = np.flatnonzero((draw >= self.noise.dead_pixels) & (draw < self.noise.dead_pixels + self.noise.hot_pixels))
-        self._jitter_rng = np.random.default_rng(seeds[3])
-        self._jitter_bank = (
-            (np.random.default_rng(seeds[4]).standard_normal(_JITTER_BANK_SIZE + n) * self.noise.gain_jitter).astype(
-                np.float32
-            )
-            if self.noise.gain_jitter
-            else None
+        self.hot_idx = np.flatnonzero(
+            (draw >= self.noise.dead_pixels) & (draw < self.noise.dead_pixels + self.noise.hot_pixels)
         )
-        self._spurious_key = int(np.random.SeedSequence(self.seed).generate_state(1, np.uint64)[0]) & 0xFFFFFFFFFFFF
+        self._jitter_rng = np.random.default_rng(seeds[3])
+        self._jitter_bank = None
+        if self.noise.gain_jitter:
+            bank = np.random.default_rng(seeds[4]).standard_normal(_JITTER_BANK_SIZE + n) * self.noise.gain_jitter
+            self._jitter_bank = np.maximum(1.0 + bank, 0.0).astype(np.float32)  # per-tick gain factors
+            self._jitter_max = float(self._jitter_bank.max())
+        self._spurious_key = int(np.random.SeedSequence(self.seed).generate_state(1, np.uint64)[0])
         if self.noise.spurious_rate:
-            self._pixel_ids = np.arange(n, dtype=np.int64)
+            pixels = np.arange(n, dtype=np.int64)
             self._spurious_events = np.zeros(n, dtype=np.int64)
-            first_gap = self._spurious_gaps(self._pixel_ids, self._spurious_events)
-            # Start each pixel part-way through its first gap (a stationary phase), hashed as event -1.
-            phase = (hashed_normal(self._spurious_key ^ 0x5A5A, self._pixel_ids, self._spurious_events) * 0.28867 + 0.5)
-            self._next_spurious = (np.clip(phase, 0.0, 0.999) * first_gap).astype(np.int64)
+            first_gap = self._spurious_gaps(pixels, self._spurious_events)
+            # Start each pixel part-way through its first gap, so the process is stationary from tick 0.
+            phase = hashed_uniform(self._spurious_key, pixels, self._spurious_events, 3)
+            self._next_spurious = (phase * first_gap).astype(np.int64)
             self._spurious_events += 1
 
     # -- noise helpers ----------------------------------------------------------------------
@@ -299,8 +308,10 @@ class SpikeSimulator:
 
     def _jitter(self, n_ticks: int) -> Iterator[np.ndarray]:
         n = self.geometry.pixels
-        for offset in self._jitter_rng.integers(0, _JITTER_BANK_SIZE, size=n_ticks):
-            yield self._jitter_bank[offset : offset + n]
+        bank = self._jitter_bank
+        for _ in range(n_ticks):  # one draw per tick, so chunking does not change the stream
+            offset = int(self._jitter_rng.integers(0, _JITTER_BANK_SIZE))
+            yield bank[offset : offset + n]
 
     def _add_spurious(self, flat: np.ndarray, t0: int) -> None:
         t_end = t0 + flat.shape[0]
@@ -313,17 +324,32 @@ class SpikeSimulator:
             self._spurious_events[idx] += 1
 
     # -- simulation -------------------------------------------------------------------------
-    def _run(self, grey0: np.ndarray, step: np.ndarray | None, n_ticks: int, packed: bool) -> np.ndarray:
+    def _camera_grey(self, grey: np.ndarray) -> np.ndarray:
+        """An upright grey frame as a flat float32 array in camera order (rows bottom-up), clipped."""
+        grey = np.asarray(grey, dtype=np.float32)
+        if grey.shape != self.geometry.shape:
+            raise ValueError(f"grey frame has shape {grey.shape}, expected {self.geometry.shape} ({self.geometry})")
+        return np.clip(grey[::-1], 0, 1).reshape(-1)
+
+    def increments(self, f0: np.ndarray, f1: np.ndarray | None, n_ticks: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(inc, inc_step)`` for ``n_ticks`` ticks going from upright ``f0`` towards ``f1`` (camera order)."""
+        g0 = self._camera_grey(f0)
+        inc = g0 * self.gain
+        if f1 is None:
+            return inc, None
+        return inc, (self._camera_grey(f1) - g0) * (self.gain / np.float32(n_ticks))
+
+    def run(self, inc: np.ndarray, inc_step: np.ndarray | None, n_ticks: int, *, packed: bool = False) -> np.ndarray:
+        """``n_ticks`` ticks with the camera-order increments from ``increments`` (``inc`` advances in place)."""
         n = self.geometry.pixels
         out = np.zeros((n_ticks, n), dtype=bool)
         if n_ticks:
-            g0 = self._check_grey(grey0)
-            inc = g0 * self.gain
-            inc_step = None if step is None else self._check_grey(step, signed=True) * self.gain
             peak = float(inc.max(initial=0.0))
             if inc_step is not None:
                 peak = max(peak, float((inc + inc_step * np.float32(n_ticks)).max(initial=0.0)))
-            saturating = peak >= self.params.threshold * 0.999 or bool(self.noise.gain_jitter)
+            if self._jitter_bank is not None:
+                peak *= self._jitter_max
+            saturating = peak >= self.params.threshold * 0.999
             jitter = self._jitter(n_ticks) if self._jitter_bank is not None else None
             integrate_fire(self.acc, inc, self.params.threshold, out, inc_step=inc_step, jitter=jitter, saturating=saturating)
             if self.noise.spurious_rate:
@@ -334,33 +360,24 @@ class SpikeSimulator:
                 out[:, self.dead_idx] = False
             self.tick += n_ticks
             self.spike_count += int(np.count_nonzero(out))
-        planes = out.reshape(n_ticks, *self.geometry.shape)
-        return pack_planes(planes) if packed else planes
-
-    def _check_grey(self, grey: np.ndarray, signed: bool = False) -> np.ndarray:
-        grey = np.asarray(grey, dtype=np.float32)
-        if grey.shape != self.geometry.shape:
-            raise ValueError(f"grey frame has shape {grey.shape}, expected {self.geometry.shape} ({self.geometry})")
-        return grey.reshape(-1)
+        if packed:  # already in camera order: pack without the flip (same bytes as pack_planes(upright))
+            return np.packbits(out, axis=1, bitorder="little")
+        return np.ascontiguousarray(out.reshape(n_ticks, *self.geometry.shape)[:, ::-1])
 
     def ramp(self, f0: np.ndarray, f1: np.ndarray | None, n_ticks: int, *, packed: bool = False) -> np.ndarray:
-        """``n_ticks`` ticks interpolating linearly from ``f0`` (tick 0) towards ``f1`` (reached at tick ``n``)."""
+        """``n_ticks`` ticks interpolating linearly from ``f0`` (first tick) towards ``f1`` (reached at tick n)."""
         if n_ticks < 0:
             raise ValueError(f"n_ticks must be >= 0, got {n_ticks}")
-        f0 = np.clip(np.asarray(f0, dtype=np.float32), 0, 1)
-        f1 = None if f1 is None else np.clip(np.asarray(f1, dtype=np.float32), 0, 1)
-        grey0, step = interpolation_ramp(f0, f1, max(n_ticks, 1))
-        return self._run(grey0, step, n_ticks, packed)
+        inc, inc_step = self.increments(f0, f1, max(n_ticks, 1))
+        return self.run(inc, inc_step, n_ticks, packed=packed)
 
     def simulate(self, greys: np.ndarray, *, packed: bool = False) -> np.ndarray:
-        """One tick per grey plane of ``greys (n, H, W)`` (values clipped to [0, 1])."""
+        """One tick per upright grey plane of ``greys (n, H, W)`` (values clipped to [0, 1])."""
         greys = np.asarray(greys, dtype=np.float32)
         if greys.ndim != 3:
             raise ValueError(f"greys must have shape (n, H, W), got {greys.shape}")
         parts = [self.ramp(g, None, 1, packed=packed) for g in greys]
-        if not parts:
-            return self._run(np.zeros(self.geometry.shape, np.float32), None, 0, packed)
-        return np.concatenate(parts)
+        return np.concatenate(parts) if parts else self.ramp(np.zeros(self.geometry.shape), None, 0, packed=packed)
 
     @property
     def mean_rate(self) -> float:
@@ -372,30 +389,34 @@ class FrameStream:
     """Pulls grey frames from an iterable and produces planes on demand, ``planes_per_frame`` per frame.
 
     ``FrameStream(simulator, frames, planes_per_frame=1)``; ``read(n, packed=True)`` returns up to
-    ``n`` planes (fewer only when the frames run out; an empty array at the end). Holds at most two
-    frames and one partly consumed frame interval, so memory stays bounded for any input length.
+    ``n`` planes (fewer only when the frames run out; zero planes at the end). It holds two frames
+    at a time, so memory stays bounded for any input length. Frames are ``(H, W)`` greys in [0, 1]
+    (clipped); a frame of another shape raises ``ValueError``.
     """
 
     def __init__(self, simulator: SpikeSimulator, frames: Iterable[np.ndarray], planes_per_frame: int = 1) -> None:
-        if int(planes_per_frame) != planes_per_frame or planes_per_frame <= 0:
+        if isinstance(planes_per_frame, bool) or int(planes_per_frame) != planes_per_frame or planes_per_frame <= 0:
             raise ValueError(f"planes_per_frame must be a positive integer, got {planes_per_frame!r}")
         self.simulator = simulator
         self.planes_per_frame = int(planes_per_frame)
         self._frames = iter(frames)
-        self._current: np.ndarray | None = self._next_frame()
-        self._following: np.ndarray | None = self._next_frame() if self._current is not None else None
+        self._current = self._next_frame()
+        self._following = self._next_frame() if self._current is not None else None
+        self._incs = self._interval_increments()
         self._k = 0  # ticks already produced in the current frame interval
         self.planes_read = 0
+        self.frames_read = 0
 
     def _next_frame(self) -> np.ndarray | None:
         try:
-            frame = next(self._frames)
+            return next(self._frames)
         except StopIteration:
             return None
-        frame = np.clip(np.asarray(frame, dtype=np.float32), 0, 1)
-        if frame.shape != self.simulator.geometry.shape:
-            raise ValueError(f"input frame has shape {frame.shape}, expected {self.simulator.geometry.shape}")
-        return frame
+
+    def _interval_increments(self):
+        if self._current is None:
+            return None
+        return self.simulator.increments(self._current, self._following, self.planes_per_frame)
 
     @property
     def exhausted(self) -> bool:
@@ -407,21 +428,18 @@ class FrameStream:
         npf = self.planes_per_frame
         while remaining > 0 and self._current is not None:
             take = min(remaining, npf - self._k)
-            f0 = self._current
-            if self._following is not None:
-                step = (self._following - f0) / np.float32(npf)
-                grey0 = f0 + step * np.float32(self._k)
-                parts.append(self.simulator._run(grey0, step, take, packed))
-            else:
-                parts.append(self.simulator._run(f0, None, take, packed))
+            inc, inc_step = self._incs
+            parts.append(self.simulator.run(inc, inc_step, take, packed=packed))
             self._k += take
             remaining -= take
             if self._k == npf:
                 self._k = 0
+                self.frames_read += 1
                 self._current = self._following
                 self._following = self._next_frame() if self._current is not None else None
+                self._incs = self._interval_increments()
         if not parts:
-            parts.append(self.simulator._run(np.zeros(self.simulator.geometry.shape, np.float32), None, 0, packed))
+            return self.simulator.run(np.zeros(self.simulator.geometry.pixels, np.float32), None, 0, packed=packed)
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         self.planes_read += out.shape[0]
         return out
@@ -445,8 +463,3 @@ def simulate_frames(
         if chunk.shape[0] == 0:
             return
         yield chunk
-
-
-def with_overrides(noise: NoiseParams, **overrides: float | None) -> NoiseParams:
-    """``noise`` with the given fields replaced (``None`` values are ignored)."""
-    return replace(noise, **{k: v for k, v in overrides.items() if v is not None})

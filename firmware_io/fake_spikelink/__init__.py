@@ -1,0 +1,23 @@
+"""A fake SpikeLink SDK in C (``fake_spikelink.c`` over ``spikelink.h``) and its build helper.
+
+``build_fake_spikelink()`` compiles the fake with the system C compiler into a cache folder and
+returns the shared library's path, for ``CameraSource(library_path=...)``; see ``build.py``.
+"""
+
+from firmware_io.fake_spikelink.build import (
+    CompilerNotFoundError,
+    FakeControl,
+    build_fake_spikelink,
+    find_c_compiler,
+    header_path,
+    source_path,
+)
+
+__all__ = [
+    "CompilerNotFoundError",
+    "FakeControl",
+    "build_fake_spikelink",
+    "find_c_compiler",
+    "header_path",
+    "source_path",
+]
