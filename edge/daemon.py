@@ -19,6 +19,14 @@ Modes:
 Shutdown: SIGINT/SIGTERM set a flag; the loop stops the capture (ring stop flag, then SIGTERM),
 sends end-of-stream, closes the sockets (LINGER 0) and removes the ring, well within a second.
 
+Source losses are counters in ``stats`` (so in every heartbeat too), never silent:
+``source_errors``, ``camera_reconnects`` and ``discontinuities`` (a camera that vanished and came
+back; each event is also a log line), ``capture_gap_planes`` (planes the source never delivered:
+an outage at the source's rate, blocks the camera dropped), ``source_gap_planes`` (planes the
+worker had to give up a window for), ``source_dropped_blocks`` (the camera queue's drop-oldest),
+``source_late_blocks`` and ``source_behind_ms`` (a live simulator that cannot keep up with its
+rate). The first frame after any loss carries ``discontinuity``.
+
 Exit codes (``ExitCode``): 0 clean (end of a finite replay, or a signal), 2 bad arguments or
 input, 3 source failure (cannot open, died, camera library missing), 4 backend unavailable,
 5 cannot bind an address, 1 anything unexpected.
@@ -41,7 +49,7 @@ import numpy as np
 import zmq
 
 from edge.backends import BackendUnavailable, make_reconstructor
-from edge.capture import CaptureProcess, SourceKind, SourceSpec
+from edge.capture import CaptureProcess, SourceKind, SourceSpec, SourceUnavailable
 from edge.control import DEFAULT_CONTROL_URL, ControlRequestError, ControlServer
 from edge.methods import METHOD_NAMES, method_spec
 from edge.publisher import DEFAULT_PUB_URL, BindError, Publisher
@@ -156,6 +164,10 @@ class Daemon:
         if cfg.hop < 1:
             raise DaemonError(ExitCode.BAD_INPUT, f"--hop must be >= 1, got {cfg.hop}")
         try:
+            cfg.source.preflight()
+        except SourceUnavailable as exc:
+            raise DaemonError(ExitCode.SOURCE_FAILED, f"cannot use the {cfg.source.kind.value} source: {exc}") from exc
+        try:
             self.geometry = cfg.source.geometry()
         except (FileNotFoundError, ValueError, OSError) as exc:
             raise DaemonError(ExitCode.BAD_INPUT, f"cannot use the {cfg.source.kind.value} source: {exc}") from exc
@@ -187,7 +199,7 @@ class Daemon:
             "spike-edge run: source %s %s | geometry %s | %s | method %s window %d | backend %s | "
             "hop %d planes (%.1f frames/s at %.0f Hz) | policy %s | ring %d planes (%.1f MB, writer %s) | "
             "%s | publishing on %s, control on %s | stream %s",
-            cfg.source.kind.value, cfg.source.path or cfg.source.scene or "", self.geometry,
+            cfg.source.kind.value, cfg.source.label(), self.geometry,
             "real time" if cfg.source.live else "deterministic", cfg.method, self.reconstructor.window_planes,
             self.reconstructor.backend, cfg.hop, rate / cfg.hop, rate, policy.value, self.ring.capacity,
             self.ring.nbytes / 1e6, writer_policy.value,
@@ -235,7 +247,7 @@ class Daemon:
             log.error("capture: %s", text)
             self._fatal = DaemonError(ExitCode.SOURCE_FAILED, f"source failed: {text}")
             self.request_stop("source failed")
-        elif kind in ("error", "reconnect", "discontinuity"):
+        elif kind in ("error", "reconnect", "discontinuity", "behind"):
             log.warning("capture %s: %s", kind, text)
         elif kind == "started":
             log.info("capture started: %s", text)
@@ -362,10 +374,14 @@ class Daemon:
             "ring_overwritten_unread": counters["overwritten_unread"],
             "lost_windows": worker.lost_windows,
             "source_gap_planes": worker.source_gap_planes,
+            "capture_gap_planes": counters["source_gap_planes"],
             "source_timeouts": counters["timeouts"],
             "source_errors": counters["errors"],
             "camera_reconnects": counters["reconnects"],
             "discontinuities": counters["discontinuities"],
+            "source_late_blocks": counters["late_blocks"],
+            "source_dropped_blocks": counters["dropped_blocks"],
+            "source_behind_ms": round(counters["behind_us"] / 1000, 1),
             "writer_waits": counters["writer_waits"],
             "planes_captured": counters["committed"] - max(counters["first_plane"], 0),
             "capture_alive": self.capture.alive if self.capture else False,

@@ -91,10 +91,13 @@ _F = dict(
     discontinuities=21,     # source discontinuities (reconnects, index resets)
     last_capture_t_ns=22,   # capture time of the newest plane
     writer_pid=23,
+    late_blocks=24,         # blocks the source handed over after their due time (live simulator)
+    dropped_blocks=25,      # blocks the source itself dropped (camera queue full: drop-oldest)
+    behind_us=26,           # gauge: how far a live simulator is behind its schedule (microseconds)
 )
 HEADER_FIELDS = tuple(_F)
 COUNTER_FIELDS = ("overwritten_unread", "writer_waits", "timeouts", "errors", "reconnects",
-                  "source_gap_planes", "blocks", "discontinuities")
+                  "source_gap_planes", "blocks", "discontinuities", "late_blocks", "dropped_blocks", "behind_us")
 
 
 def _page_round(n: int) -> int:
