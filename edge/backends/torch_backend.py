@@ -99,7 +99,8 @@ class TorchReconstructor:
         windows = check_windows(packed_windows, self.window_planes, self.geometry)
         if self.device is Device.CUDA and self.cuda_graphs:
             return self._reconstruct_graph(windows)
-        packed = torch.from_numpy(np.ascontiguousarray(windows)).to(self._torch_device)
+        # torch wants writable memory; windows may be read-only views of a memory-mapped file
+        packed = torch.from_numpy(np.require(windows, requirements=("C", "W"))).to(self._torch_device)
         with torch.inference_mode():
             return self._forward(packed).cpu().numpy()
 
