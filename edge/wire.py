@@ -121,24 +121,29 @@ def encode_eos(eos: EndOfStream) -> list[bytes]:
     return [TOPIC_EOS, msgpack.packb(eos.to_dict()), b""]
 
 
-def _fields(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
+_SCALAR_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "str": (str,), "float": (int, float), "bool": (bool,)}
+
+
+def int_fields(cls) -> tuple[str, ...]:
+    """Names of a message's integer fields (``seq``, plane indices, ``*_t_ns`` times, counters)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.type == "int" and f.name != "v")
 
 
 def _build(cls, header: dict[str, Any]):
-    names = _fields(cls)
-    missing = sorted(n for n in names if n not in header and _required(cls, n))
+    """Construct ``cls`` from a decoded header, checking presence and the type of every scalar field."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    missing = sorted(name for name, f in fields.items() if name not in header
+                     and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
     if missing:
         raise WireError(f"{cls.__name__} header lacks {missing}")
-    try:
-        return cls(**{k: v for k, v in header.items() if k in names})
-    except (TypeError, ValueError) as exc:
-        raise WireError(f"bad {cls.__name__} header: {exc}") from exc
-
-
-def _required(cls, name: str) -> bool:
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    values = {k: v for k, v in header.items() if k in fields}
+    for name, value in values.items():
+        allowed = _SCALAR_TYPES.get(fields[name].type) or ((dict,) if fields[name].type.startswith("dict") else None)
+        if allowed and (not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool))):
+            raise WireError(f"{cls.__name__} field {name} must be {fields[name].type}, got {value!r}")
+    if values.get("seq", 0) < 0:
+        raise WireError(f"{cls.__name__} seq must be >= 0, got {values['seq']}")
+    return cls(**values)
 
 
 def decode(parts: list[bytes]) -> Message:

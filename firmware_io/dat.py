@@ -12,18 +12,18 @@ import mmap
 import os
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from firmware_io.bitpack import pack_planes, unpack_planes
 from firmware_io.atomic import temp_beside
+from firmware_io.plane_range import PlaneRangeReader
 from firmware_io.contract import DEFAULT_GEOMETRY, FormatError, Geometry
 
 WITH_HEAD_EXTRA_COLUMNS = 16
 
 
-class DatReader:
+class DatReader(PlaneRangeReader):
     """Random access to the planes of a ``.dat`` file without reading the whole file.
 
     ``packed(start, stop)`` returns camera-order planes ``[start, stop)`` (a zero-copy view of the
@@ -70,17 +70,9 @@ class DatReader:
             n_planes, plane_bytes
         )
 
-    def __len__(self) -> int:
-        return self.n_planes
-
-    def _check_range(self, start: int, stop: int) -> None:
-        if not (0 <= start <= stop <= self.n_planes):
-            raise IndexError(f"plane range [{start}, {stop}) is outside [0, {self.n_planes}) of {self.path}")
-
     def packed(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Camera-order packed planes ``[start, stop)``, ``uint8 (n, plane_bytes)``."""
-        stop = self.n_planes if stop is None else stop
-        self._check_range(start, stop)
+        start, stop = self._range(start, stop)
         raw = self._planes[start:stop]
         if not self.with_head:
             return raw
@@ -88,21 +80,11 @@ class DatReader:
 
     def unpacked(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Upright 0/1 planes ``[start, stop)``, ``uint8 (n, H, W)``."""
-        stop = self.n_planes if stop is None else stop
-        self._check_range(start, stop)
+        start, stop = self._range(start, stop)
         planes = unpack_planes(self._planes[start:stop], self.stored_geometry)
         if self.with_head:
             planes = np.ascontiguousarray(planes[:, :, : self.geometry.width])
         return planes
-
-    def iter_packed(self, chunk_planes: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(first_plane, packed)`` chunks of at most ``chunk_planes`` planes covering ``[start, stop)``."""
-        if chunk_planes <= 0:
-            raise ValueError(f"chunk_planes must be positive, got {chunk_planes}")
-        stop = self.n_planes if stop is None else stop
-        self._check_range(start, stop)
-        for first in range(start, stop, chunk_planes):
-            yield first, self.packed(first, min(first + chunk_planes, stop))
 
     def close(self) -> None:
         if self._mmap is not None:
@@ -113,12 +95,6 @@ class DatReader:
                 pass  # a caller still holds a view; the map is freed with it
             self._file.close()
             self._mmap = None
-
-    def __enter__(self) -> "DatReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class DatWriter:

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from firmware_io.bitpack import pack_planes
+from firmware_io.plane_range import PlaneRangeReader
 from firmware_io.contract import FormatError, Geometry
 
 
-class NpzReader:
+class NpzReader(PlaneRangeReader):
     """Loads a UHSR sample; planes are packed once on open so plane access matches ``DatReader``."""
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -43,39 +44,13 @@ class NpzReader:
         self._spk = spk.astype(np.uint8, copy=False)
         self._packed = pack_planes(self._spk)
 
-    def __len__(self) -> int:
-        return self.n_planes
-
-    def _check_range(self, start: int, stop: int) -> None:
-        if not (0 <= start <= stop <= self.n_planes):
-            raise IndexError(f"plane range [{start}, {stop}) is outside [0, {self.n_planes}) of {self.path}")
-
     def packed(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        stop = self.n_planes if stop is None else stop
-        self._check_range(start, stop)
+        start, stop = self._range(start, stop)
         return self._packed[start:stop]
 
     def unpacked(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        stop = self.n_planes if stop is None else stop
-        self._check_range(start, stop)
+        start, stop = self._range(start, stop)
         return self._spk[start:stop]
-
-    def iter_packed(self, chunk_planes: int, start: int = 0, stop: int | None = None):
-        if chunk_planes <= 0:
-            raise ValueError(f"chunk_planes must be positive, got {chunk_planes}")
-        stop = self.n_planes if stop is None else stop
-        self._check_range(start, stop)
-        for first in range(start, stop, chunk_planes):
-            yield first, self.packed(first, min(first + chunk_planes, stop))
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> "NpzReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def write_uhsr_npz(path: str | os.PathLike, planes: np.ndarray, label: int, label_name: str) -> Path:

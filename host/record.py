@@ -28,26 +28,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge.frames_out import VIDEO_SUFFIXES, VideoWriter
+from edge.wire import FrameHeader, int_fields
 from firmware_io.atomic import temp_beside
 
 from .subscriber import Received
 
-INT_COLUMNS = (
-    "seq",
-    "key_plane",
-    "plane_start",
-    "plane_stop",
-    "capture_t_ns",
-    "dequeue_t_ns",
-    "infer_start_t_ns",
-    "infer_end_t_ns",
-    "publish_t_ns",
-    "ring_overrun_planes",
-    "worker_skipped_windows",
-    "recv_t_ns",
-    "gap_frames",
-    "skipped_frames",
-)
+INT_COLUMNS = int_fields(FrameHeader) + ("recv_t_ns", "gap_frames", "skipped_frames")
 FLOAT_COLUMNS = ("rate_hz",)
 BOOL_COLUMNS = ("discontinuity", "new_stream")
 STR_COLUMNS = ("stream_id", "method", "backend", "weights_id", "dtype")
