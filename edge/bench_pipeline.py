@@ -15,30 +15,22 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 import zmq
 
+from edge.processes import EDGE, loopback_urls, stop
 from edge.wire import FrameHeader, decode
+from host.control import ControlTimeout, request
 from firmware_io.contract import DEFAULT_GEOMETRY
 from firmware_io.dat import DatWriter
 
 BENCH_PLANES = 2000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_bench_recording(folder: Path, n_planes: int = BENCH_PLANES) -> Path:
@@ -52,17 +44,11 @@ def make_bench_recording(folder: Path, n_planes: int = BENCH_PLANES) -> Path:
     return path
 
 
-def _control(ctx: zmq.Context, url: str, cmd: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
-    s = ctx.socket(zmq.REQ)
-    s.setsockopt(zmq.LINGER, 0)
-    s.connect(url)
+def _stats(ctl: str) -> dict[str, Any]:
     try:
-        s.send(msgpack.packb({"cmd": cmd}))
-        if not s.poll(int(timeout_s * 1000)):
-            return None
-        return msgpack.unpackb(s.recv(), raw=False)
-    finally:
-        s.close(0)
+        return request(ctl, {"cmd": "stats"}, timeout_s=2.0).get("stats", {})
+    except ControlTimeout:
+        return {}
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -71,8 +57,8 @@ def _pct(values: list[float], q: float) -> float | None:
 
 def run_trial(path: Path, *, rate_hz: float, seconds: float, warmup_s: float, hop: int, method: str, backend: str,
               ring_planes: int, log_path: Path) -> dict[str, Any]:
-    pub, ctl = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
-    cmd = [sys.executable, "-m", "edge", "run", "--replay", str(path), "--realtime", "--loop", "--rate-hz", str(rate_hz),
+    pub, ctl = loopback_urls()
+    cmd = [*EDGE, "run", "--replay", str(path), "--realtime", "--loop", "--rate-hz", str(rate_hz),
            "--hop", str(hop), "--method", method, "--backend", backend, "--ring-planes", str(ring_planes),
            "--bind", pub, "--control", ctl]
     ctx = zmq.Context()
@@ -98,7 +84,7 @@ def run_trial(path: Path, *, rate_hz: float, seconds: float, warmup_s: float, ho
             while time.monotonic() < warm_end:
                 if sub.poll(50):
                     sub.recv_multipart()
-            before = (_control(ctx, ctl, "stats") or {}).get("stats", {})
+            before = _stats(ctl)
             rows = []
             end = time.monotonic() + seconds
             while time.monotonic() < end:
@@ -109,16 +95,10 @@ def run_trial(path: Path, *, rate_hz: float, seconds: float, warmup_s: float, ho
                     if isinstance(msg, tuple):
                         h = msg[0]
                         rows.append((h.seq, h.publish_t_ns, h.capture_t_ns, recv_t))
-            after = (_control(ctx, ctl, "stats") or {}).get("stats", {})
+            after = _stats(ctl)
             sub.close(0)
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop(proc, timeout_s=5)
             ctx.destroy(0)
     nominal = rate_hz / hop
     result: dict[str, Any] = {"rate_hz": rate_hz, "hop": hop, "method": method, "nominal_fps": nominal,

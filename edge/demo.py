@@ -14,10 +14,7 @@ Everything lands in ``--out`` (``stats.json``, ``frames.npz``, ``demo.mp4``, ``f
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,20 +22,7 @@ import click
 import numpy as np
 
 from edge.frames_out import FrameSink
-
-EDGE = [sys.executable, "-m", "edge"]
-HOST = [sys.executable, "-m", "host"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _urls() -> tuple[str, str]:
-    return f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
-
+from edge.processes import EDGE, HOST, loopback_urls, stop
 
 def _check(result: subprocess.CompletedProcess, what: str, log: Path | None = None) -> None:
     if result.returncode != 0:
@@ -47,15 +31,10 @@ def _check(result: subprocess.CompletedProcess, what: str, log: Path | None = No
 
 
 def _stop(proc: subprocess.Popen, what: str) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            raise click.ClickException(f"{what} did not stop within 10 s of SIGTERM")
-    return proc.returncode
+    code = stop(proc)
+    if code is None:
+        raise click.ClickException(f"{what} did not stop within 10 s of SIGTERM")
+    return code
 
 
 def run_demo(out: Path, *, replay: Path | None, scene: str, planes: int, seconds: float, hop: int, method: str) -> dict:
@@ -71,7 +50,7 @@ def run_demo(out: Path, *, replay: Path | None, scene: str, planes: int, seconds
                                      check=True).stdout)
 
     click.echo(f"[2/3] live: realtime replay at 40 kHz, {method} every {hop} planes, measured for {seconds:g} s")
-    pub, ctl = _urls()
+    pub, ctl = loopback_urls()
     live_log = out / "daemon-live.log"
     with open(live_log, "wb") as log:
         daemon = subprocess.Popen([*EDGE, "-v", "run", "--replay", str(replay), "--realtime", "--loop", "--method", method,
@@ -88,7 +67,7 @@ def run_demo(out: Path, *, replay: Path | None, scene: str, planes: int, seconds
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
 
     click.echo("[3/3] deterministic replay recorded until end-of-stream")
-    pub, ctl = _urls()
+    pub, ctl = loopback_urls()
     rec_log = out / "daemon-replay.log"
     npz = out / "frames.npz"
     with open(rec_log, "wb") as log:
