@@ -10,20 +10,12 @@ import pytest
 
 from firmware_io.contract import Geometry, ReadStatus, SourceError
 from firmware_io.dat import DatReader, write_dat
-from firmware_io.fake_spikelink import CompilerNotFoundError, FakeControl, build_fake_spikelink
+from firmware_io.fake_spikelink import FakeControl
 from firmware_io.fake_spikelink.build import FakeCommand
 from firmware_io.spikelink import LIBRARY_ENV, Frame, InitParams, LinkType, SensorMode
 
 GEOMETRY = Geometry(250, 400)
 PPB = 50  # planes per block
-
-
-@pytest.fixture(scope="module")
-def fake_lib(tmp_path_factory) -> str:
-    try:
-        return str(build_fake_spikelink(tmp_path_factory.mktemp("fake_sdk")))
-    except CompilerNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture

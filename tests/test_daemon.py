@@ -1,6 +1,7 @@
 """End to end across real processes on loopback: ``spike-edge run`` as a subprocess, real sockets.
 
-Every wait has a deadline; every daemon is killed in a ``finally`` if it is still alive.
+Daemons come from ``start_daemon`` (``daemon_harness``): every wait has a deadline and every daemon
+still alive at the end of a test is killed.
 """
 
 from __future__ import annotations
@@ -21,23 +22,16 @@ import pytest
 import zmq
 
 from edge.backends import make_reconstructor
-from edge.wire import EndOfStream, FrameHeader, Heartbeat, decode
+from edge.processes import EDGE, loopback_urls
+from edge.wire import EndOfStream, FrameHeader, decode
 from edge.windows import keys_every, window_range
 from firmware_io.contract import Geometry
 from firmware_io.dat import write_dat
 from firmware_io.recording import open_recording
+from host.control import ControlTimeout
+from host.control import request as control_request
 
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def urls() -> tuple[str, str]:
-    return f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
 
 
 def write_clip(path: Path, geometry: Geometry, n_planes: int, seed: int = 0) -> Path:
@@ -49,45 +43,6 @@ def write_clip(path: Path, geometry: Geometry, n_planes: int, seed: int = 0) -> 
         p = 0.05 + 0.4 * (((x + t // 5) % geometry.width) / geometry.width) * (y / geometry.height)
         planes[t] = rng.random(geometry.shape) < p
     return write_dat(path, planes)
-
-
-class DaemonProc:
-    def __init__(self, args: list[str], tmp_path: Path, name: str = "daemon") -> None:
-        self.pub, self.ctl = urls()
-        self.log = tmp_path / f"{name}.log"
-        self._log_f = open(self.log, "wb")
-        self.proc = subprocess.Popen([PY, "-m", "edge", "run", *args, "--bind", self.pub, "--control", self.ctl],
-                                     stdout=self._log_f, stderr=subprocess.STDOUT)
-
-    def text(self) -> str:
-        self._log_f.flush()
-        return self.log.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"daemon did not exit within {timeout} s; log:\n{self.text()}")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._log_f.close()
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    started: list[DaemonProc] = []
-
-    def start(args, name="daemon"):
-        d = DaemonProc(args, tmp_path, name)
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        d.close()
 
 
 def sub_socket(ctx: zmq.Context, url: str, rcvhwm: int = 1000, rcvbuf: int | None = None) -> zmq.Socket:
@@ -109,16 +64,14 @@ def receive(sock: zmq.Socket, deadline: float):
     return None
 
 
-def control(ctx: zmq.Context, url: str, payload, timeout_s: float = 3.0, raw: bool = False, parts=None) -> dict:
-    s = ctx.socket(zmq.REQ)
+def send_garbage(d, parts: list[bytes], timeout_s: float = 3.0) -> dict:
+    """Send ``parts`` as they are (not a well-formed request) to the control socket; the reply map."""
+    s = zmq.Context.instance().socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
-    s.connect(url)
+    s.connect(d.ctl)
     try:
-        if parts is not None:
-            s.send_multipart(parts)
-        else:
-            s.send(payload if raw else msgpack.packb(payload))
-        assert s.poll(int(timeout_s * 1000)), f"no control reply to {payload!r}"
+        s.send_multipart(parts)
+        assert s.poll(int(timeout_s * 1000)), f"no control reply to {parts!r}; log:\n{d.text()}"
         return msgpack.unpackb(s.recv(), raw=False)
     finally:
         s.close(0)
@@ -170,12 +123,12 @@ def replay_clip(request, tmp_path):
     return clips[0][0], Geometry(250, 400)
 
 
-def test_deterministic_replay_equals_offline(replay_clip, daemons, tmp_path):
+def test_deterministic_replay_equals_offline(replay_clip, start_daemon, tmp_path):
     path, geometry = replay_clip
     keys, expected = offline_reference(path, geometry, "tfp", 40)
     assert len(keys) > 1
-    d = daemons(["--replay", str(path), "--height", str(geometry.height), "--width", str(geometry.width),
-                 "--method", "tfp", "--hop", "40", "--wait-subscribers", "1", "--ring-planes", "300"])
+    d = start_daemon(["--replay", str(path), "--height", str(geometry.height), "--width", str(geometry.width),
+                      "--method", "tfp", "--hop", "40", "--wait-subscribers", "1", "--ring-planes", "300"])
     ctx = zmq.Context()
     try:
         sock = sub_socket(ctx, d.pub, rcvhwm=4)  # a small queue: the replay must wait for us, not drop
@@ -207,7 +160,7 @@ def test_deterministic_replay_equals_offline(replay_clip, daemons, tmp_path):
 
     if offline_has_reconstruct():  # the offline command, once it exists, must agree too
         out = tmp_path / "offline.npy"
-        r = subprocess.run([PY, "-m", "edge", "reconstruct", str(path), "--height", str(geometry.height),
+        r = subprocess.run([*EDGE, "reconstruct", str(path), "--height", str(geometry.height),
                             "--width", str(geometry.width), "--method", "tfp", "--every", "40", "--out", str(out)],
                            capture_output=True, timeout=60)
         assert r.returncode == 0, r.stderr.decode()
@@ -219,11 +172,12 @@ SPIKE_HOST = shutil.which("spike-host") or str(Path(PY).parent / "spike-host")
 
 @pytest.mark.skipif(not spike_host_has_record() or not Path(SPIKE_HOST).exists(),
                     reason="spike-host record is not available")
-def test_deterministic_replay_recorded_by_spike_host(daemons, tmp_path):
+def test_deterministic_replay_recorded_by_spike_host(start_daemon, tmp_path):
     geometry = Geometry(32, 48)
     path = write_clip(tmp_path / "clip.dat", geometry, 900, seed=3)
     keys, expected = offline_reference(path, geometry, "tfp", 40)
-    d = daemons(["--replay", str(path), "--height", "32", "--width", "48", "--hop", "40", "--wait-subscribers", "1"])
+    d = start_daemon(["--replay", str(path), "--height", "32", "--width", "48", "--hop", "40",
+                      "--wait-subscribers", "1"])
     out = tmp_path / "rec.npz"
     r = subprocess.run([SPIKE_HOST, "record", d.pub, "--out", str(out), "--timeout-s", "20"],
                        capture_output=True, timeout=60)
@@ -243,20 +197,15 @@ def live_args(path: Path, geometry: Geometry, rate_hz: int, *extra: str) -> list
             str(geometry.height), "--width", str(geometry.width), *extra]
 
 
-def test_sigterm_exits_zero_within_a_second(daemons, tmp_path):
+def test_sigterm_exits_zero_within_a_second(start_daemon, tmp_path):
     geometry = Geometry(32, 48)
     path = write_clip(tmp_path / "clip.dat", geometry, 400)
-    d = daemons(live_args(path, geometry, 20000))
+    d = start_daemon(live_args(path, geometry, 20000))
     ctx = zmq.Context()
     try:
         sock = sub_socket(ctx, d.pub)
         wait_for_frames(sock, 5, 20)
-        t = time.monotonic()
-        d.proc.send_signal(signal.SIGTERM)
-        code = d.wait(5)
-        elapsed = time.monotonic() - t
-        assert code == 0, d.text()
-        assert elapsed < 1.0, f"took {elapsed:.2f} s to exit"
+        d.terminate(within_s=1.0)
         # end-of-stream was announced before the sockets closed
         eos = None
         deadline = time.monotonic() + 1
@@ -273,36 +222,36 @@ def test_sigterm_exits_zero_within_a_second(daemons, tmp_path):
 
 
 # -- (iii) control garbage, (v) set hop ----------------------------------------------------------------
-def test_control_errors_do_not_disturb_the_stream_and_set_changes_hop(daemons, tmp_path):
+def test_control_errors_do_not_disturb_the_stream_and_set_changes_hop(start_daemon, tmp_path):
     geometry = Geometry(32, 48)
     path = write_clip(tmp_path / "clip.dat", geometry, 400)
-    d = daemons(live_args(path, geometry, 8000, "--policy", "all"))
+    d = start_daemon(live_args(path, geometry, 8000, "--policy", "all"))
     ctx = zmq.Context()
     try:
         sock = sub_socket(ctx, d.pub)
         before = wait_for_frames(sock, 3, 20)
         bad_requests = [
-            dict(payload=b"\xc1\xff not msgpack", raw=True),
-            dict(payload=[1, 2, 3]),
-            dict(payload={"nocmd": 1}),
-            dict(payload={"cmd": "reboot"}),
-            dict(payload={"cmd": "set", "params": {"hop": -3}}),
-            dict(payload={"cmd": "set", "params": {"hop": "fast"}}),
-            dict(payload={"cmd": "set", "params": {"method": "nope"}}),
-            dict(payload={"cmd": "set", "params": {"policy": "sometimes"}}),
-            dict(payload={"cmd": "set", "params": {"colour": "red"}}),
-            dict(payload={"cmd": "set", "params": {"hop": 80, "window": 0}}),  # one bad value: nothing applied
-            dict(payload=None, parts=[b"a", b"b"]),
+            [b"\xc1\xff not msgpack"],
+            [msgpack.packb([1, 2, 3])],
+            [msgpack.packb({"nocmd": 1})],
+            [msgpack.packb({"cmd": "reboot"})],
+            [msgpack.packb({"cmd": "set", "params": {"hop": -3}})],
+            [msgpack.packb({"cmd": "set", "params": {"hop": "fast"}})],
+            [msgpack.packb({"cmd": "set", "params": {"method": "nope"}})],
+            [msgpack.packb({"cmd": "set", "params": {"policy": "sometimes"}})],
+            [msgpack.packb({"cmd": "set", "params": {"colour": "red"}})],
+            [msgpack.packb({"cmd": "set", "params": {"hop": 80, "window": 0}})],  # one bad value: nothing applied
+            [b"a", b"b"],
         ]
-        for req in bad_requests:
-            reply = control(ctx, d.ctl, **req)
-            assert reply["ok"] is False and reply["error"], req
-        described = control(ctx, d.ctl, {"cmd": "describe"})
+        for parts in bad_requests:
+            reply = send_garbage(d, parts)
+            assert reply["ok"] is False and reply["error"], parts
+        described = d.request("describe")
         assert described["ok"] and described["hop"] == 40 and described["method"] == "tfp"
         assert described["geometry"] == [32, 48]
-        health = control(ctx, d.ctl, {"cmd": "health"})
+        health = d.request("health")
         assert health["ok"] and health["state"] == "running" and health["capture_alive"]
-        stats = control(ctx, d.ctl, {"cmd": "stats"})
+        stats = d.request("stats")
         assert stats["ok"] and stats["stats"]["control_errors"] >= len(bad_requests)
         # the stream went on, contiguous, still at hop 40
         after = wait_for_frames(sock, 5, 10)
@@ -310,14 +259,14 @@ def test_control_errors_do_not_disturb_the_stream_and_set_changes_hop(daemons, t
         assert seqs[-1] > seqs[0]
         assert all(np.diff([h.key_plane for h, _ in after]) % 40 == 0)
 
-        reply = control(ctx, d.ctl, {"cmd": "set", "params": {"hop": 80}})
+        reply = d.request("set", hop=80)
         assert reply["ok"] and reply["applied"]["hop"] == 80, reply
         switch_key = reply["applied"]["from_key_plane"]
         frames = wait_for_frames(sock, 40, 15)
         keys = [h.key_plane for h, _ in frames if h.key_plane >= switch_key]
         assert len(keys) >= 10
         assert set(np.diff(keys)) == {80}, "after set hop=80 frames must be 80 planes apart"
-        assert control(ctx, d.ctl, {"cmd": "describe"})["hop"] == 80
+        assert d.request("describe")["hop"] == 80
         with socket.create_connection(("127.0.0.1", int(d.ctl.rsplit(":", 1)[1])), timeout=2) as raw:
             raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(256))  # not even ZMTP
         # libzmq may hold the REP socket on such a peer's half message for a second or two before it
@@ -326,8 +275,8 @@ def test_control_errors_do_not_disturb_the_stream_and_set_changes_hop(daemons, t
         deadline = time.monotonic() + 8
         while described is None and time.monotonic() < deadline:
             try:
-                described = control(ctx, d.ctl, {"cmd": "describe"}, timeout_s=1.0)
-            except AssertionError:
+                described = control_request(d.ctl, {"cmd": "describe"}, timeout_s=1.0)
+            except ControlTimeout:
                 pass
         assert described is not None, "the control socket never recovered from raw garbage"
         assert described["ok"] and described["hop"] == 80
@@ -336,16 +285,15 @@ def test_control_errors_do_not_disturb_the_stream_and_set_changes_hop(daemons, t
         sock.close(0)
     finally:
         ctx.destroy(0)
-    d.proc.send_signal(signal.SIGINT)
-    assert d.wait(5) == 0
+    d.terminate(within_s=5.0, sig=signal.SIGINT)
 
 
 # -- (iv) a stalled subscriber does not slow the daemon ------------------------------------------------------
-def test_stalled_subscriber_does_not_slow_the_daemon(daemons, tmp_path):
+def test_stalled_subscriber_does_not_slow_the_daemon(start_daemon, tmp_path):
     geometry = Geometry(128, 128)  # 64 KB frames: buffers fill quickly
     path = write_clip(tmp_path / "clip.dat", geometry, 400)
     rate_hz, hop = 20000, 40  # 500 frames/s
-    d = daemons(live_args(path, geometry, rate_hz, "--hop", str(hop)))
+    d = start_daemon(live_args(path, geometry, rate_hz, "--hop", str(hop)))
     ctx = zmq.Context()
     try:
         healthy = sub_socket(ctx, d.pub)
@@ -375,24 +323,24 @@ def test_stalled_subscriber_does_not_slow_the_daemon(daemons, tmp_path):
         gaps = np.diff(seqs)
         assert (gaps > 1).any(), "a stalled subscriber must see its drops as sequence gaps"
         assert (gaps >= 1).all()
-        stats = control(ctx, d.ctl, {"cmd": "stats"})["stats"]
+        stats = d.request("stats")["stats"]
         assert stats["publish_waits"] == 0
         healthy.close(0)
         stalled.close(0)
     finally:
         ctx.destroy(0)
-    d.proc.send_signal(signal.SIGTERM)
-    assert d.wait(5) == 0
+    d.terminate(within_s=5.0)
 
 
 # -- failures: distinct exit codes with a message -------------------------------------------------------------
 def test_bad_inputs_exit_with_distinct_codes(tmp_path):
-    missing = subprocess.run([PY, "-m", "edge", "run", "--replay", str(tmp_path / "nope.dat")],
+    missing = subprocess.run([*EDGE, "run", "--replay", str(tmp_path / "nope.dat")],
                              capture_output=True, timeout=30)
     assert missing.returncode == 2 and b"nope.dat" in missing.stderr
-    no_source = subprocess.run([PY, "-m", "edge", "run"], capture_output=True, timeout=30)
+    no_source = subprocess.run([*EDGE, "run"], capture_output=True, timeout=30)
     assert no_source.returncode == 2 and b"exactly one source" in no_source.stderr
-    camera = subprocess.run([PY, "-m", "edge", "run", "--camera", "--camera-library", str(tmp_path / "libnone.so"),
-                             "--bind", urls()[0], "--control", urls()[1]], capture_output=True, timeout=30)
+    pub, ctl = loopback_urls()
+    camera = subprocess.run([*EDGE, "run", "--camera", "--camera-library", str(tmp_path / "libnone.so"),
+                             "--bind", pub, "--control", ctl], capture_output=True, timeout=30)
     assert camera.returncode == 3, camera.stderr.decode()
     assert b"camera" in camera.stderr.lower()

@@ -2,107 +2,31 @@
 dummy-file link) and the simulated camera, each in a real daemon subprocess on loopback, received
 with ``host.subscriber.Subscriber``; plus the CLI's usage errors.
 
-Every wait has a deadline and every daemon is killed in a ``finally`` if it is still alive.
+Daemons come from ``start_daemon`` (``daemon_harness``): every wait has a deadline and every daemon
+still alive at the end of a test is killed.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import msgpack
 import numpy as np
 import pytest
-import zmq
 from click.testing import CliRunner
+from daemon_harness import Daemon
 
 from edge.cli import main as edge_main
+from edge.processes import EDGE, loopback_urls
 from firmware_io.contract import Geometry
-from firmware_io.fake_spikelink import CompilerNotFoundError, build_fake_spikelink
 from firmware_io.spikelink import LIBRARY_ENV
 from host.subscriber import Received, Subscriber
 
-PY = sys.executable
 CAMERA_GEOMETRY = Geometry(250, 400)  # the fake SDK knows the SDK's modes only: 400x250 is the smallest
 CAMERA_RATE_HZ = 4000  # dummy-file replay rate: 100 blocks of 40 planes per second
 HOP = 40
-FAKE_ENV = ("FAKE_SPIKELINK_VANISH_AFTER_BLOCKS", "FAKE_SPIKELINK_COMEBACK_MS", "FAKE_SPIKELINK_REFUSE_OPEN",
-            "FAKE_SPIKELINK_DROP_EVERY", "FAKE_SPIKELINK_STALL_AFTER_BLOCKS")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Daemon:
-    """``spike-edge run ARGS`` as a subprocess on free loopback ports, its output in a log file."""
-
-    def __init__(self, args: list[str], tmp_path: Path, env: dict[str, str] | None = None) -> None:
-        self.pub = f"tcp://127.0.0.1:{free_port()}"
-        self.ctl = f"tcp://127.0.0.1:{free_port()}"
-        self.log = tmp_path / f"daemon-{self.pub.rsplit(':', 1)[1]}.log"
-        self._log_f = open(self.log, "wb")
-        full_env = {k: v for k, v in os.environ.items() if k not in FAKE_ENV and k != LIBRARY_ENV}
-        full_env.update(env or {})
-        self.proc = subprocess.Popen([PY, "-m", "edge", "run", *args, "--bind", self.pub, "--control", self.ctl],
-                                     stdout=self._log_f, stderr=subprocess.STDOUT, env=full_env)
-
-    def text(self) -> str:
-        self._log_f.flush()
-        return self.log.read_text(errors="replace")
-
-    def request(self, cmd: str, timeout_s: float = 3.0) -> dict:
-        ctx = zmq.Context.instance()
-        s = ctx.socket(zmq.REQ)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(self.ctl)
-        try:
-            s.send(msgpack.packb({"cmd": cmd}))
-            assert s.poll(int(timeout_s * 1000)), f"no reply to {cmd}; log:\n{self.text()}"
-            reply = msgpack.unpackb(s.recv(), raw=False)
-        finally:
-            s.close(0)
-        assert reply["ok"], reply
-        return reply
-
-    def terminate(self, within_s: float = 1.0) -> None:
-        """SIGTERM: the daemon must exit 0 within ``within_s``."""
-        t = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"daemon did not exit after SIGTERM; log:\n{self.text()}")
-        elapsed = time.monotonic() - t
-        assert code == 0, self.text()
-        assert elapsed < within_s, f"took {elapsed:.2f} s to exit after SIGTERM"
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._log_f.close()
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    started: list[Daemon] = []
-
-    def start(args: list[str], env: dict[str, str] | None = None) -> Daemon:
-        d = Daemon(args, tmp_path, env)
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        d.close()
 
 
 def collect(sub: Subscriber, until, timeout_s: float, what: str, daemon: Daemon) -> list[Received]:
@@ -121,19 +45,17 @@ def collect(sub: Subscriber, until, timeout_s: float, what: str, daemon: Daemon)
     return items
 
 
+def endpoints() -> list[str]:
+    """``--bind PUB --control CTL`` on free loopback ports, for a daemon run to completion here."""
+    pub, ctl = loopback_urls()
+    return ["--bind", pub, "--control", ctl]
+
+
 def frames_of(items: list[Received]) -> list[Received]:
     return [i for i in items if i.kind == "frame"]
 
 
 # -- the camera, through the fake SDK ---------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def fake_lib(tmp_path_factory) -> str:
-    try:
-        return str(build_fake_spikelink(tmp_path_factory.mktemp("fake_sdk")))
-    except CompilerNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module")
 def camera_dat(tmp_path_factory) -> Path:
     """400 raw planes of the 400x250 mode (a .dat has no header: any bytes of whole planes are valid)."""
@@ -148,8 +70,8 @@ def camera_args(fake_lib: str, dat: Path, *extra: str) -> list[str]:
             "--camera-mode", "400x250-40k", "--loop", "--rate-hz", str(CAMERA_RATE_HZ), "--hop", str(HOP), *extra]
 
 
-def test_camera_dummy_file_streams_frames(fake_lib, camera_dat, daemon):
-    d = daemon(camera_args(fake_lib, camera_dat))
+def test_camera_dummy_file_streams_frames(fake_lib, camera_dat, start_daemon):
+    d = start_daemon(camera_args(fake_lib, camera_dat))
     with Subscriber(d.pub, topics=("frame",), heartbeat_timeout_s=10) as sub:
         items = collect(sub, lambda got: len(frames_of(got)) >= 10, 20, "10 camera frames", d)
         described = d.request("describe")
@@ -165,10 +87,10 @@ def test_camera_dummy_file_streams_frames(fake_lib, camera_dat, daemon):
         d.terminate(within_s=1.0)
 
 
-def test_camera_vanishing_is_reported_and_frames_continue(fake_lib, camera_dat, daemon):
+def test_camera_vanishing_is_reported_and_frames_continue(fake_lib, camera_dat, start_daemon):
     # the device vanishes after 80 blocks (0.8 s of stream) and is back 300 ms later
-    d = daemon(camera_args(fake_lib, camera_dat),
-               env={"FAKE_SPIKELINK_VANISH_AFTER_BLOCKS": "80", "FAKE_SPIKELINK_COMEBACK_MS": "300"})
+    d = start_daemon(camera_args(fake_lib, camera_dat),
+                     env={"FAKE_SPIKELINK_VANISH_AFTER_BLOCKS": "80", "FAKE_SPIKELINK_COMEBACK_MS": "300"})
     with Subscriber(d.pub, heartbeat_timeout_s=10) as sub:
         outage_planes = int(0.3 * CAMERA_RATE_HZ)  # at least the comeback time at the replay rate
 
@@ -200,15 +122,12 @@ def test_camera_vanishing_is_reported_and_frames_continue(fake_lib, camera_dat, 
 
 def test_camera_missing_library_exits_with_source_failure(tmp_path, camera_dat):
     missing = tmp_path / "libspikelink-missing.so"
-    port = lambda: f"tcp://127.0.0.1:{free_port()}"  # noqa: E731
     base = {k: v for k, v in os.environ.items() if k != LIBRARY_ENV}
-    by_option = subprocess.run([PY, "-m", "edge", "run", "--camera", "--camera-library", str(missing),
-                                "--bind", port(), "--control", port()], capture_output=True, timeout=30, env=base)
-    by_env = subprocess.run([PY, "-m", "edge", "run", "--camera", "--camera-file", str(camera_dat),
-                             "--bind", port(), "--control", port()],
+    by_option = subprocess.run([*EDGE, "run", "--camera", "--camera-library", str(missing),
+                                *endpoints()], capture_output=True, timeout=30, env=base)
+    by_env = subprocess.run([*EDGE, "run", "--camera", "--camera-file", str(camera_dat), *endpoints()],
                             capture_output=True, timeout=30, env={**base, LIBRARY_ENV: str(missing)})
-    neither = subprocess.run([PY, "-m", "edge", "run", "--camera", "--bind", port(), "--control", port()],
-                             capture_output=True, timeout=30, env=base)
+    neither = subprocess.run([*EDGE, "run", "--camera", *endpoints()], capture_output=True, timeout=30, env=base)
     for result in (by_option, by_env, neither):
         err = result.stderr.decode()
         assert result.returncode == 3, err  # ExitCode.SOURCE_FAILED
@@ -217,8 +136,8 @@ def test_camera_missing_library_exits_with_source_failure(tmp_path, camera_dat):
 
 
 # -- the simulated camera --------------------------------------------------------------------------
-def test_simulate_publishes_frames_and_exits_on_sigterm(daemon):
-    d = daemon(["--simulate", "shapes", "--height", "64", "--width", "96"])
+def test_simulate_publishes_frames_and_exits_on_sigterm(start_daemon):
+    d = start_daemon(["--simulate", "shapes", "--height", "64", "--width", "96"])
     with Subscriber(d.pub, heartbeat_timeout_s=10) as sub:
         items = collect(sub, lambda got: len(frames_of(got)) >= 10 and any(i.kind == "heartbeat" for i in got),
                         20, "10 simulated frames and a heartbeat", d)
@@ -267,8 +186,7 @@ def test_bad_source_combinations_are_usage_errors(args, expected):
 def test_camera_file_of_the_wrong_size_is_bad_input(fake_lib, tmp_path):
     bad = tmp_path / "odd.dat"
     bad.write_bytes(b"\x00" * (CAMERA_GEOMETRY.plane_bytes + 1))
-    result = subprocess.run([PY, "-m", "edge", "run", *camera_args(fake_lib, bad),
-                             "--bind", f"tcp://127.0.0.1:{free_port()}", "--control", f"tcp://127.0.0.1:{free_port()}"],
+    result = subprocess.run([*EDGE, "run", *camera_args(fake_lib, bad), *endpoints()],
                             capture_output=True, timeout=30)
     assert result.returncode == 2, result.stderr.decode()
     assert "odd.dat" in result.stderr.decode() and "12500-byte planes" in result.stderr.decode()

@@ -7,7 +7,6 @@ to arrive instead of sleeping). Every socket has LINGER 0, every wait a deadline
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge.processes import free_port
 from edge.wire import (
     TOPIC_EOS,
     TOPIC_FRAME,
@@ -39,12 +39,6 @@ from host.subscriber import Received, SeqTracker, Subscriber, SubscriberTimeout
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16, 24)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def image_for(seq: int, shape=SHAPE, dtype="float32") -> np.ndarray:
@@ -513,37 +507,25 @@ def test_ctl_cli_dead_endpoint_times_out():
 # -- end to end with the real daemon --------------------------------------------
 
 
-def test_end_to_end_with_daemon(tmp_path):
+def test_end_to_end_with_daemon(start_daemon, tmp_path):
     pytest.importorskip("edge.daemon")
-    pub_port, ctl_port = free_port(), free_port()
-    pub_url, ctl_url = f"tcp://127.0.0.1:{pub_port}", f"tcp://127.0.0.1:{ctl_port}"
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "edge", "run", "--simulate", "--planes", "800", "--hop", "40", "--policy", "all",
-         "--height", "50", "--width", "80", "--wait-subscribers", "1", "--bind", pub_url, "--control", ctl_url],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        describe = spike_host("ctl", ctl_url, "describe", "--timeout-s", "15")
-        assert describe.returncode == 0, describe.stderr
-        info = json.loads(describe.stdout)
-        assert info["ok"] is True and info["geometry"] == [50, 80]
-        out = tmp_path / "live.npz"
-        res = spike_host("record", pub_url, "--out", str(out), "--timeout-s", "20")
-        assert res.returncode == 0, res.stderr
-        summary = json.loads(res.stdout)
-        assert summary["eos"] is True and summary["frames"] == summary["eos_frames"] > 0
-        assert summary["gaps"] == 0 and summary["malformed"] == 0
-        frames, cols = read_npz(out)
-        assert frames.shape == (summary["frames"], 50, 80)
-        assert list(cols["seq"]) == list(range(summary["frames"]))
-        assert set(cols["stream_id"]) == {info["stream_id"]}
-        assert daemon.wait(timeout=20) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(timeout=10)
-        daemon.stdout.close()
-        daemon.stderr.close()
+    d = start_daemon(["--simulate", "--planes", "800", "--hop", "40", "--policy", "all",
+                      "--height", "50", "--width", "80", "--wait-subscribers", "1"])
+    describe = spike_host("ctl", d.ctl, "describe", "--timeout-s", "15")
+    assert describe.returncode == 0, describe.stderr + d.text()
+    info = json.loads(describe.stdout)
+    assert info["ok"] is True and info["geometry"] == [50, 80]
+    out = tmp_path / "live.npz"
+    res = spike_host("record", d.pub, "--out", str(out), "--timeout-s", "20")
+    assert res.returncode == 0, res.stderr + d.text()
+    summary = json.loads(res.stdout)
+    assert summary["eos"] is True and summary["frames"] == summary["eos_frames"] > 0
+    assert summary["gaps"] == 0 and summary["malformed"] == 0
+    frames, cols = read_npz(out)
+    assert frames.shape == (summary["frames"], 50, 80)
+    assert list(cols["seq"]) == list(range(summary["frames"]))
+    assert set(cols["stream_id"]) == {info["stream_id"]}
+    assert d.wait(20) == 0, d.text()
 
 
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
