@@ -26,11 +26,13 @@ def tfp(planes: np.ndarray) -> np.ndarray:
     return (planes.sum(axis=0, dtype=np.uint32) / np.float32(planes.shape[0])).astype(np.float32)
 
 
-def tfp_packed(packed: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """TFP straight from camera-order packed planes ``(T, plane_bytes)`` (no unpacking)."""
+def tfp_packed(packed: np.ndarray, geometry: Geometry, out: np.ndarray | None = None) -> np.ndarray:
+    """TFP straight from camera-order packed planes ``(T, plane_bytes)`` (no unpacking), into ``out``
+    (``float32 (H, W)``) when given."""
     if packed.shape[0] == 0:
         raise ValueError("TFP needs at least one plane")
-    return (count_spikes(packed, geometry) / np.float32(packed.shape[0])).astype(np.float32)
+    out = np.empty(geometry.shape, dtype=np.float32) if out is None else out
+    return count_spikes(packed, geometry, out=out, scale=1.0 / packed.shape[0])
 
 
 def tfi(planes: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from edge.frames_out import FrameSink
 from edge.methods import METHOD_NAMES
 from edge.windows import check_window_fits, default_key, keys_every, window_range
 from firmware_io.bitpack import count_spikes, unpack_planes
+from firmware_io.kernels import native_status
 from firmware_io.contract import DEFAULT_RATE_HZ, Geometry
 from firmware_io.recording import open_recording
 
@@ -199,11 +200,12 @@ def bench_decode(file, height, width, with_head, allow_partial, planes, window, 
         "decode_planes_per_s": round(n / decode_s), "decode_tfp_planes_per_s": round(n / tfp_s),
         "decode_tfp_frames_per_s": round((n // window) / tfp_s),
         "camera_planes_per_s": DEFAULT_RATE_HZ, "threads": 1, "cpu_count": os.cpu_count(),
+        "spike_count_kernel": native_status(),
     }
     if as_json:
         click.echo(json.dumps(result))
     else:
-        click.echo(f"{n} planes of {geometry} ({file})")
+        click.echo(f"{n} planes of {geometry} ({file}); spike counting: {result['spike_count_kernel']}")
         click.echo(f"decode (unpack to 0/1 planes): {result['decode_planes_per_s']:>10,} planes/s")
         click.echo(f"decode + TFP (window {window}):   {result['decode_tfp_planes_per_s']:>10,} planes/s "
                    f"({result['decode_tfp_frames_per_s']:,} frames/s); the camera makes {DEFAULT_RATE_HZ:,.0f} planes/s")

@@ -35,6 +35,10 @@ class WireError(ValueError):
     """A message that does not follow the wire contract (wrong part count, version, fields or sizes)."""
 
 
+def _shallow_dict(message) -> dict[str, Any]:
+    return {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
+
+
 @dataclass(frozen=True)
 class FrameHeader:
     """Header of one reconstructed frame.
@@ -67,7 +71,7 @@ class FrameHeader:
     v: int = WIRE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = _shallow_dict(self)  # per frame: dataclasses.asdict deep-copies and costs ~0.2 ms
         d["shape"] = list(self.shape)
         return {"v": d.pop("v"), "kind": "frame", **d}
 
@@ -83,7 +87,7 @@ class Heartbeat:
     v: int = WIRE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = _shallow_dict(self)
         return {"v": d.pop("v"), "kind": "heartbeat", **d}
 
 
@@ -99,7 +103,7 @@ class EndOfStream:
     v: int = WIRE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = _shallow_dict(self)
         return {"v": d.pop("v"), "kind": "eos", **d}
 
 

@@ -53,3 +53,19 @@ def test_wrong_plane_size_is_a_clear_error():
 
     with pytest.raises(ValueError, match="12500"):
         unpack_planes(np.zeros((2, 100), np.uint8), Geometry(250, 400))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 600), st.integers(1, 70), st.integers(0, 2**32 - 1))
+def test_native_and_numpy_spike_counts_agree(n, nbytes, seed):
+    from firmware_io.bitpack import _bit_counts, _bit_counts_numpy
+    from firmware_io.kernels import spike_count_bits
+
+    if spike_count_bits() is None:
+        import pytest
+
+        pytest.skip("the native kernel cannot be built here")
+    packed = np.random.default_rng(seed).integers(0, 256, (n, nbytes), dtype=np.uint8)
+    np.testing.assert_array_equal(_bit_counts(packed), _bit_counts_numpy(packed)[: 8 * nbytes])
+    strided = np.random.default_rng(seed).integers(0, 256, (n, nbytes + 5), dtype=np.uint8)[:, :nbytes]
+    np.testing.assert_array_equal(_bit_counts(strided), _bit_counts_numpy(np.ascontiguousarray(strided))[: 8 * nbytes])

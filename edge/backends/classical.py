@@ -33,7 +33,7 @@ class ClassicalReconstructor:
         out = np.empty((len(windows), *self.geometry.shape), dtype=np.float32)
         for i, window in enumerate(windows):
             if self.method is Method.TFP:
-                out[i] = tfp_packed(window, self.geometry)
+                tfp_packed(window, self.geometry, out=out[i])
             else:
                 out[i] = tfi(unpack_planes(window, self.geometry))
         return out

@@ -1,14 +1,8 @@
 """Compile the fake SpikeLink SDK into a cached shared library, and drive its fault controls.
 
 ``build_fake_spikelink(cache_dir=None, cc=None) -> Path`` compiles ``fake_spikelink.c`` (with
-``spikelink.h``) into ``<cache>/fake_spikelink-<hash>.so``, the hash covering both sources, the
-compiler and the flags, so an edited source rebuilds and an unchanged one is reused. The cache is
-``cache_dir``, else ``$SPIKE_EDGE_CACHE/fake_spikelink``, else ``$XDG_CACHE_HOME/spike-edge/
-fake_spikelink`` (``~/.cache/...``). The library is written under a temporary name and renamed
-into place, so concurrent builds (parallel tests) never load a half-written file.
-
-The compiler is ``cc`` if given, else ``$CC``, else the first of ``cc``, ``gcc``, ``clang`` on
-``PATH``; none -> ``CompilerNotFoundError`` (tests skip on it).
+``spikelink.h``) through ``firmware_io.cbuild`` (cached by source hash; ``CompilerNotFoundError``
+when there is no C compiler, on which tests skip).
 
 ``FakeControl(library_path)`` wraps ``fake_control(cmd, arg)``: fault injection (``vanish_after``,
 ``comeback_after_ms``, ``refuse_open``, ``drop_every``, ``stall_after``, ``reset``) and counters
@@ -20,20 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import enum
-import hashlib
 import os
-import shlex
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
+from firmware_io.cbuild import CompilerNotFoundError, build_shared, find_c_compiler
+
 _HERE = Path(__file__).resolve().parent
-CFLAGS = ("-O2", "-std=c11", "-Wall", "-Wextra", "-shared", "-fPIC", "-pthread")
-
-
-class CompilerNotFoundError(RuntimeError):
-    """No C compiler to build the fake SDK with."""
+CFLAGS = ("-O2", "-std=c11", "-Wall", "-Wextra", "-pthread")
 
 
 class FakeCommand(enum.IntEnum):
@@ -70,51 +57,9 @@ def header_path() -> Path:
     return _HERE / "spikelink.h"
 
 
-def find_c_compiler(cc: str | None = None) -> list[str]:
-    """The compiler command (``cc`` argument, ``$CC``, or ``cc``/``gcc``/``clang`` on PATH)."""
-    candidates = [cc] if cc else ([os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"])
-    for candidate in candidates:
-        argv = shlex.split(candidate)
-        if argv and shutil.which(argv[0]):
-            return argv
-    raise CompilerNotFoundError(
-        f"no C compiler found (tried {', '.join(candidates)}); install gcc or clang, or set CC, "
-        f"to build the fake SpikeLink SDK"
-    )
-
-
-def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    if os.environ.get("SPIKE_EDGE_CACHE"):
-        return Path(os.environ["SPIKE_EDGE_CACHE"]) / "fake_spikelink"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "spike-edge" / "fake_spikelink"
-
-
 def build_fake_spikelink(cache_dir: str | os.PathLike | None = None, cc: str | None = None) -> Path:
     """Compile (or reuse) the fake SDK; returns the path of the shared library."""
-    compiler = find_c_compiler(cc)
-    digest = hashlib.sha256()
-    for part in (source_path().read_bytes(), header_path().read_bytes(), " ".join(compiler).encode(), " ".join(CFLAGS).encode()):
-        digest.update(part)
-        digest.update(b"\0")
-    folder = _cache_dir(cache_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"fake_spikelink-{digest.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
-    fd, tmp = tempfile.mkstemp(prefix=".fake_spikelink.", suffix=".so", dir=folder)
-    os.close(fd)
-    argv = [*compiler, *CFLAGS, "-I", str(_HERE), "-o", tmp, str(source_path())]
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            raise RuntimeError(f"building the fake SpikeLink SDK failed ({shlex.join(argv)}):\n{result.stderr}")
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return target
+    return build_shared("fake_spikelink", [source_path()], CFLAGS, include=[header_path()], cache=cache_dir, cc=cc)
 
 
 class FakeControl:
