@@ -170,14 +170,18 @@ def register(main: click.Group, bench: click.Group) -> None:
     @click.option("--method", type=click.Choice(METHOD_NAMES), default="tfp", show_default=True)
     @click.option("--backend", type=click.Choice([b.value for b in BackendName]), default="auto", show_default=True)
     @click.option("--ring-planes", type=int, default=4000, show_default=True)
+    @click.option("--policy", type=click.Choice(POLICY_NAMES), default="all", show_default=True,
+                  help="Worker policy of the daemon under test (all: every window, lag shows as overruns; "
+                       "latest: the live default, skips counted).")
     @click.option("--find-max", is_flag=True, help="Then search the highest plane rate sustained without overruns.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    def bench_pipeline(file, seconds, warmup, rate_hz, hop, method, backend, ring_planes, find_max, as_json) -> None:
+    def bench_pipeline(file, seconds, warmup, rate_hz, hop, method, backend, ring_planes, policy, find_max,
+                       as_json) -> None:
         """Real-time replay through a daemon subprocess: published frames/s, overruns, skips, latency."""
         from edge.bench_pipeline import run_bench
 
         run_bench(file, seconds=seconds, warmup_s=warmup, rate_hz=rate_hz, hop=hop, method=method, backend=backend,
-                  ring_planes=ring_planes, find_max=find_max, as_json=as_json)
+                  ring_planes=ring_planes, policy=policy, find_max=find_max, as_json=as_json)
 
 
 def _given(ctx: click.Context, name: str) -> bool:

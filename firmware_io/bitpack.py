@@ -109,7 +109,7 @@ def _bit_counts(packed: np.ndarray) -> np.ndarray:
         return _bit_counts_numpy(packed)
     if packed.strides[1] != 1 or packed.strides[0] < packed.shape[1]:
         packed = np.ascontiguousarray(packed)
-    counts = np.zeros(8 * packed.shape[1], dtype=np.uint32)
+    counts = np.empty(8 * packed.shape[1], dtype=np.uint32)  # the kernel sets every element
     if native(packed.ctypes.data, packed.shape[0], packed.strides[0], packed.shape[1], counts.ctypes.data) != 0:
         raise MemoryError("the native spike counter could not allocate its scratch memory")
     return counts

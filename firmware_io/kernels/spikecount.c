@@ -1,7 +1,7 @@
 /* Spike counting on packed planes: the one hot loop of TFP, in C.
  *
  * spike_count_bits(planes, n, stride, nbytes, counts)
- *   counts[8*j + k] += number of planes i < n whose byte j has bit k set
+ *   counts[8*j + k] = number of planes i < n whose byte j has bit k set
  *   planes: n rows of nbytes bytes, row i starting at planes + i*stride; counts: 8*nbytes uint32.
  *
  * Bits are counted in lanes: a 64-bit word holds eight bytes, and (word >> k) & 0x0101..01 isolates
@@ -21,6 +21,7 @@ int spike_count_bits(const uint8_t *planes, int64_t n, int64_t stride, int64_t n
     const int64_t nwords = (nbytes + 7) / 8, full = nbytes / 8, tail = nbytes % 8;
     uint64_t *lanes = malloc((size_t)(8 * nwords) * sizeof(uint64_t));
     if (!lanes) return -1;
+    memset(counts, 0, (size_t)(8 * nbytes) * sizeof(uint32_t));
     for (int64_t start = 0; start < n; start += MAX_LANE_PLANES) {
         const int64_t stop = start + MAX_LANE_PLANES < n ? start + MAX_LANE_PLANES : n;
         memset(lanes, 0, (size_t)(8 * nwords) * sizeof(uint64_t));
