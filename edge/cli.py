@@ -10,7 +10,8 @@ import logging
 
 import click
 
-COMMAND_MODULES = ("edge.cli_offline", "edge.cli_simulate", "edge.cli_models", "edge.cli_run", "edge.demo")
+COMMAND_MODULES = ("edge.cli_offline", "edge.cli_simulate", "edge.cli_models", "edge.cli_run", "edge.demo",
+                   "edge.bench_device")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
