@@ -18,7 +18,8 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
 
 def _walk(name: str, command: click.Command, parent: click.Context | None = None):
-    ctx = click.Context(command, info_name=name, parent=parent, terminal_width=100, max_content_width=100)
+    settings = {"terminal_width": 100, "max_content_width": 100, **command.context_settings}
+    ctx = click.Context(command, info_name=name, parent=parent, **settings)
     yield ctx.command_path, command.get_help(ctx)
     if isinstance(command, click.Group):
         for sub_name in command.list_commands(ctx):
