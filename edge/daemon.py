@@ -51,7 +51,7 @@ import numpy as np
 import zmq
 
 from edge.backends import BackendUnavailable, make_reconstructor
-from edge.capture import CaptureProcess, SourceKind, SourceSpec, SourceUnavailable
+from edge.capture import CaptureProcess, SourceSpec, SourceUnavailable
 from edge.control import DEFAULT_CONTROL_URL, ControlRequestError, ControlServer
 from edge.methods import METHOD_NAMES, method_spec
 from edge.publisher import DEFAULT_PUB_URL, BindError, Publisher

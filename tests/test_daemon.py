@@ -99,20 +99,6 @@ def offline_reference(path: Path, geometry: Geometry, method: str, hop: int) -> 
     return keys, np.stack(frames)
 
 
-def spike_host_has_record() -> bool:
-    try:
-        from host.cli import main as host_main
-    except Exception:
-        return False
-    return "record" in getattr(host_main, "commands", {})
-
-
-def offline_has_reconstruct() -> bool:
-    from edge.cli import main as edge_main
-
-    return "reconstruct" in edge_main.commands
-
-
 # -- (i) deterministic replay == offline, frame for frame ---------------------------------------------
 @pytest.fixture(params=["simulated", "redsbase"])
 def replay_clip(request, tmp_path):
@@ -158,20 +144,39 @@ def test_deterministic_replay_equals_offline(replay_clip, start_daemon, tmp_path
         assert h.capture_t_ns <= h.dequeue_t_ns <= h.infer_start_t_ns <= h.infer_end_t_ns <= h.publish_t_ns
         assert not h.discontinuity and h.ring_overrun_planes == 0 and h.worker_skipped_windows == 0
 
-    if offline_has_reconstruct():  # the offline command, once it exists, must agree too
-        out = tmp_path / "offline.npy"
-        r = subprocess.run([*EDGE, "reconstruct", str(path), "--height", str(geometry.height),
-                            "--width", str(geometry.width), "--method", "tfp", "--every", "40", "--out", str(out)],
-                           capture_output=True, timeout=60)
-        assert r.returncode == 0, r.stderr.decode()
-        assert np.array_equal(np.load(out), got)
+    out = tmp_path / "offline.npy"  # and the offline command agrees frame for frame
+    r = subprocess.run([*EDGE, "reconstruct", str(path), "--height", str(geometry.height),
+                        "--width", str(geometry.width), "--method", "tfp", "--every", "40", "--out", str(out)],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    assert np.array_equal(np.load(out), got)
 
 
 SPIKE_HOST = shutil.which("spike-host") or str(Path(PY).parent / "spike-host")
 
 
-@pytest.mark.skipif(not spike_host_has_record() or not Path(SPIKE_HOST).exists(),
-                    reason="spike-host record is not available")
+def test_lrn_replay_equals_offline_lrn(start_daemon, tmp_path):
+    """The network path end to end: the daemon's LRN frames equal ``spike-edge reconstruct --method lrn``."""
+    pytest.importorskip("torch")
+    geometry = Geometry(32, 48)
+    path = write_clip(tmp_path / "clip.dat", geometry, 500, seed=4)
+    d = start_daemon(["--replay", str(path), "--height", "32", "--width", "48", "--method", "lrn", "--backend",
+                      "torch", "--hop", "50", "--wait-subscribers", "1"])
+    out = tmp_path / "rec.npz"
+    r = subprocess.run([SPIKE_HOST, "record", d.pub, "--out", str(out), "--timeout-s", "60"],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode() + d.text()
+    offline = tmp_path / "offline.npy"
+    r = subprocess.run([*EDGE, "reconstruct", str(path), "--height", "32", "--width", "48", "--method", "lrn",
+                        "--backend", "torch", "--every", "50", "--out", str(offline)], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    with np.load(out) as z:
+        assert list(z["key_plane"]) == keys_every(500, 200, 50)
+        assert set(z["method"]) == {"lrn"}
+        np.testing.assert_allclose(z["frames"], np.load(offline), atol=1e-5)
+    assert d.wait(10) == 0
+
+
 def test_deterministic_replay_recorded_by_spike_host(start_daemon, tmp_path):
     geometry = Geometry(32, 48)
     path = write_clip(tmp_path / "clip.dat", geometry, 900, seed=3)

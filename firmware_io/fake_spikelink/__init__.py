@@ -4,14 +4,8 @@
 returns the shared library's path, for ``CameraSource(library_path=...)``; see ``build.py``.
 """
 
-from firmware_io.fake_spikelink.build import (
-    CompilerNotFoundError,
-    FakeControl,
-    build_fake_spikelink,
-    find_c_compiler,
-    header_path,
-    source_path,
-)
+from firmware_io.cbuild import CompilerNotFoundError, find_c_compiler
+from firmware_io.fake_spikelink.build import FakeControl, build_fake_spikelink, header_path, source_path
 
 __all__ = [
     "CompilerNotFoundError",

@@ -17,7 +17,7 @@ import enum
 import os
 from pathlib import Path
 
-from firmware_io.cbuild import CompilerNotFoundError, build_shared, find_c_compiler
+from firmware_io.cbuild import build_shared
 
 _HERE = Path(__file__).resolve().parent
 CFLAGS = ("-O2", "-std=c11", "-Wall", "-Wextra", "-pthread")
