@@ -23,6 +23,7 @@ demo: $(STAMP_DEMO)
 	$(VENV)/bin/spike-edge demo --out out/demo
 
 test: $(STAMP_TEST)
+	$(VENV)/bin/ruff check --select F,E9 firmware_io edge host training tests scripts
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP_TEST)
