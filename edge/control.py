@@ -28,6 +28,7 @@ import msgpack
 import zmq
 
 from edge.publisher import bind_socket
+from edge.wire import WireError, unpack_map
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,9 @@ def parse_request(parts: list[bytes]) -> tuple[str, dict[str, Any]]:
     if len(raw) > MAX_REQUEST_BYTES:
         raise ControlRequestError(f"request of {len(raw)} bytes is larger than {MAX_REQUEST_BYTES}")
     try:
-        request = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types for garbage
-        raise ControlRequestError(f"request is not valid msgpack: {exc}") from None
-    if not isinstance(request, dict):
-        raise ControlRequestError(f"request must be a map like {{'cmd': 'describe'}}, got {type(request).__name__}")
+        request = unpack_map(raw, "request")
+    except WireError as exc:
+        raise ControlRequestError(f"{exc} (a request is a map like {{'cmd': 'describe'}})") from None
     cmd = request.get("cmd")
     if cmd not in COMMANDS:
         raise ControlRequestError(f"unknown command {cmd!r}; expected one of {', '.join(COMMANDS)}")

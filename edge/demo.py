@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from edge.frames_out import FrameSink
+from edge.frames_out import write_frames
 from edge.processes import EDGE, HOST, loopback_urls, stop
 
 def _check(result: subprocess.CompletedProcess, what: str, log: Path | None = None) -> None:
@@ -84,9 +84,7 @@ def run_demo(out: Path, *, replay: Path | None, scene: str, planes: int, seconds
     with np.load(npz) as data:
         frames = data["frames"]
     for target in (out / "demo.mp4", out / "frames"):
-        with FrameSink(target, len(frames), frames.shape[1:], fps=25) as sink:
-            for frame in frames:
-                sink.append(frame)
+        write_frames(target, frames, fps=25)
     return {"recording": info, "live": stats, "record": json.loads(record.stdout), "frames": len(frames),
             "video": str(out / "demo.mp4"), "pngs": str(out / "frames")}
 

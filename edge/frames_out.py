@@ -31,14 +31,6 @@ def _atomic_target(path: Path) -> Path:
     return temp_beside(path, suffix=path.suffix)  # keep the suffix: writers pick the format from it
 
 
-def write_npy(path: str | os.PathLike, frames: np.ndarray) -> Path:
-    path = Path(path)
-    tmp = _atomic_target(path)
-    np.save(tmp, np.asarray(frames, dtype=np.float32), allow_pickle=False)
-    os.replace(tmp, path)
-    return path
-
-
 def write_png(path: str | os.PathLike, frame: np.ndarray) -> Path:
     from PIL import Image
 
@@ -47,14 +39,6 @@ def write_png(path: str | os.PathLike, frame: np.ndarray) -> Path:
     Image.fromarray(to_display_u8(frame), mode="L").save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
-
-
-def write_png_folder(folder: str | os.PathLike, frames: np.ndarray, first_index: int = 0) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, frame in enumerate(frames):
-        write_png(folder / f"frame_{first_index + i:06d}.png", frame)
-    return folder
 
 
 class VideoWriter:

@@ -18,11 +18,6 @@ def window_range(key_plane: int, window_planes: int) -> tuple[int, int]:
     return start, start + window_planes
 
 
-def key_for_window_start(start_plane: int, window_planes: int) -> int:
-    """The key plane whose window starts at ``start_plane``."""
-    return start_plane + window_planes // 2
-
-
 def check_window_fits(key_plane: int, window_planes: int, n_planes: int) -> tuple[int, int]:
     start, stop = window_range(key_plane, window_planes)
     if start < 0 or stop > n_planes:

@@ -150,6 +150,17 @@ def _build(cls, header: dict[str, Any]):
     return cls(**values)
 
 
+def unpack_map(raw: bytes, what: str) -> dict[str, Any]:
+    """Decode ``raw`` as one msgpack map (string keys); ``WireError`` naming ``what`` otherwise."""
+    try:
+        value = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise WireError(f"{what} is not valid msgpack: {exc}") from exc
+    if not isinstance(value, dict):
+        raise WireError(f"{what} must be a map, got {type(value).__name__}")
+    return value
+
+
 def decode(parts: list[bytes]) -> Message:
     """Decode one multipart message; raise ``WireError`` with the reason for anything malformed."""
     if len(parts) != 3:
@@ -157,12 +168,7 @@ def decode(parts: list[bytes]) -> Message:
     topic, raw_header, payload = bytes(parts[0]), bytes(parts[1]), parts[2]
     if topic not in TOPICS:
         raise WireError(f"unknown topic {topic[:32]!r}; expected one of {TOPICS}")
-    try:
-        header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types for garbage
-        raise WireError(f"header is not valid msgpack: {exc}") from exc
-    if not isinstance(header, dict):
-        raise WireError(f"header must be a map, got {type(header).__name__}")
+    header = unpack_map(raw_header, "header")
     if header.get("v") != WIRE_VERSION:
         raise WireError(f"unsupported wire version {header.get('v')!r}; this client speaks {WIRE_VERSION}")
     if topic == TOPIC_HEARTBEAT:
