@@ -250,9 +250,9 @@ def test_simulator_source_reports_bad_input_once():
 
 
 def test_simulator_source_realtime_pacing():
-    rate_hz, block, n = 20_000.0, 100, 1000
+    rate_hz, block, n = 2_000.0, 100, 1000  # first block due 50 ms after t0: no race with set-up
     source = source_from_scene("shapes", SMALL, block_planes=block, n_planes=n, realtime=True, rate_hz=rate_hz)
-    assert source.read(timeout_s=0).status is ReadStatus.TIMEOUT  # first block due 5 ms after t0
+    assert source.read(timeout_s=0).status is ReadStatus.TIMEOUT
     start = time.monotonic()
     blocks = [b for b in source]
     elapsed = time.monotonic() - start
