@@ -24,6 +24,7 @@ demo: $(STAMP_DEMO)
 
 test: $(STAMP_TEST)
 	$(VENV)/bin/ruff check --select F,E9 firmware_io edge host training tests scripts
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP_TEST)

@@ -10,12 +10,12 @@ Layouts:
   written atomically), then one JSON line per frame is appended to ``frames.jsonl`` and
   flushed: the header fields, the subscriber fields and ``file``. A line only names a file
   that is complete, so a crash leaves a readable recording; a torn last line is ignored on read.
-- ``OUT.mp4`` (or another ``edge.frames_out.VIDEO_SUFFIXES``): display-normalised video via
-  ``edge.frames_out.VideoWriter`` (the ``video`` extra). Lossy; headers are not kept.
+- ``OUT.mp4`` (or another ``firmware_io.frame_files.VIDEO_SUFFIXES``): display-normalised video via
+  ``firmware_io.frame_files.VideoWriter`` (the ``video`` extra). Lossy; headers are not kept.
 
 Design: one ``Recorder`` protocol (``append(item)``, ``close()``, ``abort()``, context manager;
 exiting on an exception aborts, except the folder, which keeps what it has) and a factory
-``open_recorder`` choosing by suffix, like ``edge.frames_out.write_frames``.
+``open_recorder`` choosing by suffix, like ``firmware_io.frame_files.write_frames``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge.frames_out import VIDEO_SUFFIXES, VideoWriter
-from edge.wire import FrameHeader, int_fields
+from firmware_io.frame_files import VIDEO_SUFFIXES, VideoWriter
+from edge.protocol.wire import FrameHeader, int_fields
 from firmware_io.atomic import temp_beside
 
 from .subscriber import Received
@@ -183,7 +183,7 @@ class FolderRecorder(_RecorderBase):
 
 
 class VideoRecorder(_RecorderBase):
-    """Display-normalised video through ``edge.frames_out.VideoWriter``."""
+    """Display-normalised video through ``firmware_io.frame_files.VideoWriter``."""
 
     def __init__(self, path: str | os.PathLike, *, fps: float = 25.0) -> None:
         self.path = Path(path)

@@ -1,6 +1,6 @@
 """Host-side subscriber of the frame stream: a SUB socket that yields typed ``Received`` items.
 
-It follows ``edge.wire`` (the one contract) and adds what a client needs on top of it:
+It follows ``edge.protocol.wire`` (the one contract) and adds what a client needs on top of it:
 
 - **Gaps.** ``seq`` counts published frames of a stream without holes, so a jump means the
   subscriber lost messages (publisher HWM or a slow reader). Each frame carries ``gap_frames``
@@ -18,7 +18,7 @@ It follows ``edge.wire`` (the one contract) and adds what a client needs on top 
   an end-of-stream stops the drain and is returned right after the frame.
 - **Timeouts.** ``next(timeout_s)`` returns ``None``; ``recv(timeout_s)`` and iteration raise
   ``SubscriberTimeout``. Nothing blocks without a bound.
-- **Garbage.** Anything ``edge.wire.decode`` rejects (and headers whose numbers are not
+- **Garbage.** Anything ``edge.protocol.wire.decode`` rejects (and headers whose numbers are not
   integers) is counted in ``stats.malformed`` and skipped; the reason is kept in ``stats.last_error``.
 - **Reconnect.** Heartbeats arrive at least once a second, so silence for
   ``heartbeat_timeout_s`` means a dead or restarted peer: the socket is closed (LINGER 0) and
@@ -47,7 +47,7 @@ from typing import Any, Literal
 import numpy as np
 import zmq
 
-from edge.wire import (
+from edge.protocol.wire import (
     TOPIC_EOS,
     TOPIC_FRAME,
     TOPIC_HEARTBEAT,
@@ -174,7 +174,7 @@ def _normalise_topics(topics: Iterable[bytes | str]) -> tuple[bytes, ...]:
 class Subscriber:
     """Subscribe to a spike-edge frame stream at ``url`` (e.g. ``tcp://127.0.0.1:5555``).
 
-    ``topics``: which kinds are returned (bytes from ``edge.wire`` or their names).
+    ``topics``: which kinds are returned (bytes from ``edge.protocol.wire`` or their names).
     ``timeout_s``: default bound for ``next``/``recv``/iteration (None: wait forever, still
     reconnecting). ``rcvhwm``: receive high-water mark (default 1000, or 2 with ``latest_only``).
     """

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from edge.processes import EDGE, loopback_urls
+from edge.cli.processes import EDGE, loopback_urls
 from firmware_io.spikelink import LIBRARY_ENV
-from host.control import ControlTimeout, build_request
-from host.control import request as control_request
+from edge.protocol.client import ControlTimeout, build_request
+from edge.protocol.client import request as control_request
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_ENV_PREFIX = "FAKE_SPIKELINK_"
@@ -52,7 +52,7 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
     def request(self, cmd: str, *, timeout_s: float = 3.0, **params: Any) -> dict:
-        """One control request (``host.control``); no reply in time or ``ok`` false fails the test."""
+        """One control request (``edge.protocol.client``); no reply in time or ``ok`` false fails the test."""
         try:
             reply = control_request(self.ctl, build_request(cmd, params or None), timeout_s=timeout_s)
         except ControlTimeout:

@@ -11,7 +11,7 @@ output is compared with ground truth as ``rate_to_intensity(output)`` (divided b
 Samples
 -------
 Every dataset yields ``SpikeSample``: ``planes`` uint8 0/1 ``(T, H, W)`` upright, ``T`` the model's
-window with the ground-truth plane at index ``T // 2`` (``edge.windows`` contract); ``target``
+window with the ground-truth plane at index ``T // 2`` (``edge.reconstruction.windows`` contract); ``target``
 float32 ``(H, W)`` rate image at that plane (``None`` where there is none, e.g. UHSR); ``label``
 (UHSR class index or -1) and ``name``.
 
@@ -20,7 +20,7 @@ Readers
 - ``PairedSpikeDataset``: REDS_BASE (``spike/<name>.dat`` beside ``gt/<name>.png``, or the flat
   ``<name>.dat`` beside ``<name>.png``) and SREDS-style folders (the same pairing under nested
   sub-folders, any geometry: each ``.dat`` takes its geometry from its PNG). The key plane is the
-  recording's centre (``edge.windows.default_key``).
+  recording's centre (``edge.reconstruction.windows.default_key``).
 - ``UHSRDataset``: UHSR ``.npz`` samples (spikes + class label); files numbered 0-4999 are the train
   split, the rest the test split.
 - ``SyntheticSpikeDataset``: made on the fly from natural-like procedural images (no downloads) and,
@@ -46,7 +46,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from edge.windows import check_window_fits, default_key
+from edge.reconstruction.windows import check_window_fits, default_key
 from firmware_io.contract import FormatError, Geometry
 from firmware_io.dat import DatReader
 from firmware_io.npz import NpzReader

@@ -1,8 +1,8 @@
 """Evaluation against ground truth (``spike-train eval``): PSNR / SSIM on REDS_BASE-layout folders.
 
 For each clip (``training.datasets.find_pairs``) every method reconstructs the clip's centre plane
-(``edge.windows.default_key``) from its window of packed planes through
-``edge.backends.make_reconstructor``; the output (a firing-rate image) becomes intensity with
+(``edge.reconstruction.windows.default_key``) from its window of packed planes through
+``edge.reconstruction.backends.make_reconstructor``; the output (a firing-rate image) becomes intensity with
 ``training.datasets.rate_to_intensity`` (x 1/0.6, clipped to [0, 1]) and is scored against the PNG
 (``training.metrics``: PSNR, SSIM with an 11x11 Gaussian window, data range 1).
 
@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.methods import Method, method_spec
-from edge.windows import check_window_fits, default_key
+from edge.reconstruction.methods import Method, method_spec
+from edge.reconstruction.windows import check_window_fits, default_key
 from firmware_io.contract import Geometry
 from firmware_io.dat import DatReader
 from training.datasets import find_pairs, rate_to_intensity, read_gt_png
@@ -30,10 +30,10 @@ TFP_SWEEP = (11, 15, 21, 31, 41, 61)
 
 
 class _TorchFallback:
-    """Used only while ``edge.backends.networks`` is absent: the network in torch on the CPU."""
+    """Used only while ``edge.reconstruction.backends.networks`` is absent: the network in torch on the CPU."""
 
     def __init__(self, method: Method, geometry: Geometry, checkpoint) -> None:
-        from edge.models.checkpoints import load_network
+        from edge.reconstruction.models.checkpoints import load_network
 
         loaded = load_network(method.value, checkpoint)
         self.net, self.method, self.geometry = loaded.model, method, geometry
@@ -52,12 +52,12 @@ class _TorchFallback:
 
 def _network_reconstructor(method: Method, geometry: Geometry, checkpoint, backend: str):
     """``make_reconstructor`` for a network (a torch fallback while the network backends are missing)."""
-    from edge.backends import make_reconstructor
+    from edge.reconstruction.backends import make_reconstructor
 
     try:
         return make_reconstructor(method, geometry, backend=backend, checkpoint=checkpoint)
     except ModuleNotFoundError as exc:
-        if exc.name != "edge.backends.networks":
+        if exc.name != "edge.reconstruction.backends.networks":
             raise
         return _TorchFallback(method, geometry, checkpoint)
 
@@ -83,7 +83,7 @@ def evaluate(
     tfp_sweep: Sequence[int] = TFP_SWEEP,
 ) -> dict:
     """Per-clip and mean PSNR/SSIM of ``methods`` plus the TFP/TFI baselines on the clips of ``data``."""
-    from edge.backends import make_reconstructor
+    from edge.reconstruction.backends import make_reconstructor
 
     pairs = find_pairs(data)
     learned = [Method(m) for m in methods if method_spec(m).learned]

@@ -13,14 +13,14 @@
 - Outputs in ``--out RUN_DIR``: ``train_state.pt`` (model, optimiser, scheduler, step, best
   validation PSNR, RNG states, config; written atomically every ``save_every`` steps and at the end),
   ``last.pt`` and ``best.pt`` (plain fp32 state_dicts, strict-loadable by
-  ``edge.models.checkpoints``; best by validation PSNR), ``log.csv`` and ``log.jsonl`` (one row per
+  ``edge.reconstruction.models.checkpoints``; best by validation PSNR), ``log.csv`` and ``log.jsonl`` (one row per
   logged step), ``summary.json``.
 - Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
   ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA); every rank draws its own batches; rank 0
   alone validates, logs and writes files. At the end the ranks compare their parameters and the
   largest difference is recorded in ``summary.json`` (``replica_max_abs_diff``; 0 when in step).
 
-Design: the networks are imported from ``edge.models`` (one definition of each); ``TrainForward``
+Design: the networks are imported from ``edge.reconstruction.models`` (one definition of each); ``TrainForward``
 wraps them so that DDP sees every output used by the loss (STIR's coarser levels come from
 ``forward_levels``, which plain ``forward`` does not return). Validation PSNR is computed on
 intensity (``rate_to_intensity``), the same convention as ``spike-train eval``.
@@ -50,7 +50,7 @@ from training.datasets import (
     rate_to_intensity,
     training_source,
 )
-from edge.models import MODEL_NAMES
+from edge.reconstruction.models import MODEL_NAMES
 from training.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def load_config(path: str | os.PathLike | None, overrides: dict[str, Any]) -> Fi
 
 
 def build_model(config: FitConfig):
-    from edge.models.checkpoints import build_network, load_strict, read_state_dict
+    from edge.reconstruction.models.checkpoints import build_network, load_strict, read_state_dict
 
     if config.model == "lrn":
         model = build_network("lrn")
@@ -194,7 +194,7 @@ class Losses:
         if config.vgg_weights:
             import torchvision
 
-            from edge.models.checkpoints import load_strict, read_state_dict
+            from edge.reconstruction.models.checkpoints import load_strict, read_state_dict
 
             vgg = torchvision.models.vgg19(weights=None)
             load_strict(vgg, read_state_dict(config.vgg_weights), config.vgg_weights)
@@ -304,7 +304,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def plain_state_dict(net) -> dict:
-    """fp32 CPU copy of the network's state_dict (strict-loadable by ``edge.models.checkpoints``)."""
+    """fp32 CPU copy of the network's state_dict (strict-loadable by ``edge.reconstruction.models.checkpoints``)."""
     return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone() for k, v in net.state_dict().items()}
 
 

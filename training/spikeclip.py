@@ -3,7 +3,7 @@
 Stages (epochs as in the paper by default: 5 coarse, 1 prompt, 19 fine; ``max_steps_per_stage``
 caps each for smoke runs):
 
-1. Coarse: LRN regresses the TFI image of its 200-plane window (L1; TFI from ``edge.classical.tfi``
+1. Coarse: LRN regresses the TFI image of its 200-plane window (L1; TFI from ``edge.reconstruction.classical.tfi``
    on the whole window, key at the centre), Adam at ``lr``.
 2. Prompt learning (CoOp style): two learnable contexts of ``n_ctx`` token embeddings, "HQ" and
    "LQ", are run through CLIP's frozen text encoder in place of the ``X`` tokens of "X X ... X .";
@@ -36,7 +36,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -182,7 +181,7 @@ class _UHSRBatches:
     def epoch(self):
         import torch
 
-        from edge.classical import tfi
+        from edge.reconstruction.classical import tfi
 
         order = self.rng.permutation(len(self.dataset))
         for start in range(0, len(order), self.batch):
@@ -238,7 +237,7 @@ def run_spikeclip(config: SpikeClipConfig, clip_model=None, tokenizer=None) -> d
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from edge.models.checkpoints import build_network, load_strict, read_state_dict
+    from edge.reconstruction.models.checkpoints import build_network, load_strict, read_state_dict
     from training.fit import atomic_torch_save, atomic_write_text, plain_state_dict
 
     if config.threads:
@@ -346,34 +345,5 @@ def run_spikeclip(config: SpikeClipConfig, clip_model=None, tokenizer=None) -> d
     return summary
 
 
-@click.command("spikeclip")
-@click.option("--data", required=True, help="UHSR folder of .npz samples (files 0-4999 are the train split).")
-@click.option("--clip-weights", required=True, help="Local CLIP checkpoint file for --clip-model.")
-@click.option("--clip-model", default="ViT-B-32", show_default=True, help="open_clip model name.")
-@click.option("--out", default="runs/spikeclip", show_default=True, help="Run folder.")
-@click.option("--coarse-epochs", type=int, default=5, show_default=True)
-@click.option("--prompt-epochs", type=int, default=1, show_default=True)
-@click.option("--fine-epochs", type=int, default=19, show_default=True)
-@click.option("--max-steps-per-stage", type=int, default=None, help="Cap each stage (smoke runs).")
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=4e-5, show_default=True, help="LRN learning rate (paper: 4e-5 CALTECH, 1e-4 CIFAR).")
-@click.option("--prompt-lr", type=float, default=1e-3, show_default=True)
-@click.option("--n-ctx", type=int, default=4, show_default=True, help="Learnable context tokens per prompt.")
-@click.option("--prompt-lambda", type=float, default=PROMPT_LAMBDA, show_default=True)
-@click.option("--init", default=None, help="Start LRN from this checkpoint.")
-@click.option("--hq-dir", default=None, help="Folder of high-quality images for prompt learning (default: procedural).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=None)
-@click.option("--progress/--no-progress", default=True)
-def spikeclip_command(**options) -> None:
-    """Train LRN with the SpikeCLIP recipe (coarse TFI, prompt learning, CLIP-guided fine stage)."""
-    try:
-        summary = run_spikeclip(SpikeClipConfig(**options))
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        raise SystemExit(2)
-    click.echo(f"SpikeCLIP done in {summary['wall_s']} s; LRN weights: {summary['weights']}")
-
-
-__all__ = ["SpikeClipConfig", "run_spikeclip", "spikeclip_command", "load_clip", "to_clip_images",
+__all__ = ["SpikeClipConfig", "run_spikeclip", "load_clip", "to_clip_images",
            "encode_text_embeddings", "class_text_features", "CLIP_GREY_MEAN", "CLIP_GREY_STD"]

@@ -1,0 +1,2 @@
+"""``spike-edge bench ...``: the benchmarks, each printing what it measured.
+"""

@@ -1,0 +1,683 @@
+"""``spike-edge bench device``: the networks on one device, side by side, written to a results file.
+
+For each network (LRN at 250x400, STIR at 256x400 unless ``--height/--width`` say otherwise), on
+the same device and in the same run:
+
+- ``eager-fp32``: plain eager torch fp32 (no channels_last, no CUDA graphs), the baseline. Packed
+  windows go to the device and are unpacked / voxelised there, as for the project's backend, so
+  the two differ only in how the network runs. On CUDA torch's defaults apply (TF32 convolutions).
+- ``torch``: the project's torch backend through the real ``Reconstructor`` interface (on CUDA:
+  fp16, channels_last, one CUDA graph per batch size, pinned host buffer).
+- ``onnxruntime``: ONNX Runtime (CUDA execution provider on ``--device cuda``), where importable.
+- ``tensorrt``: Torch-TensorRT, where importable on CUDA and the network has weights on disk; an
+  fp16 engine is built for batch 1 into a temporary directory (it times batch 1 only).
+
+Each candidate is timed through ``reconstruct(packed uint8 windows) -> float32 images on the host``:
+single-frame latency (batch 1, one call per sample, p50/p99; on CUDA ``torch.cuda.synchronize``
+before and after each call) and throughput in frames/s at each ``--batch-sizes`` (calls in series for
+``--seconds``). Output agreement is measured against a strict fp32 reference (the eager network with
+TF32 off) on windows of the REDS_BASE recordings in ``../shared/data/redsbase`` when present (centre
+cropped / wrap padded to the benchmark geometry), else on a simulated recording: max abs difference
+and PSNR (peak = the reference's range). Targets (``TARGETS``) are printed beside the figures with
+PASS/FAIL: frames/s is the best over the batch sizes, latency is judged on the p50 (p99 shown).
+
+``--out FILE.json`` writes the report atomically and a Markdown summary beside it (``FILE.md``).
+``--pipeline`` (CUDA only) adds one live-pipeline trial (``edge.cli.bench.pipeline.run_trial``: a real
+daemon replaying a 250x400 recording at 40 kHz, hop 40, LRN on the torch backend); without it the
+report carries the command that measures it (``PIPELINE_COMMAND``).
+
+On a GPU machine, the figures for the repository come from one command::
+
+    spike-edge bench device --device cuda --pipeline --out docs/results/bench_device_<gpu>.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import gc
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+
+from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device, check_windows
+from edge.reconstruction.models import MODEL_NAMES, ModelName
+from firmware_io.contract import Geometry
+from firmware_io.exits import ExitCode, fail
+
+SCHEMA = "spike-edge bench device v1"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_REDSBASE = Path(os.environ.get("SPIKE_EDGE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "redsbase"
+BENCH_GEOMETRY = {ModelName.LRN: Geometry(250, 400), ModelName.STIR: Geometry(256, 400)}
+PIPELINE_COMMAND = ("spike-edge bench pipeline --method lrn --backend torch --rate-hz 40000 --hop 40 "
+                    "--seconds 10 --find-max --json")
+AGREEMENT_WINDOWS = 4
+WARMUP_CALLS = 2
+MIN_TIMED_CALLS = 3
+
+
+@dataclass(frozen=True)
+class Target:
+    min_frames_per_s: float
+    max_latency_ms: float
+
+
+TARGETS = {ModelName.LRN: Target(2000.0, 0.5), ModelName.STIR: Target(200.0, 5.0)}
+
+
+# -- environment ---------------------------------------------------------------------------------
+
+
+def _dist_version(*names: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _run_text(cmd: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, cwd=cwd, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _driver_versions() -> dict[str, str | None]:
+    """The NVIDIA driver (``nvidia-smi``) and the CUDA version it supports (``cuDriverGetVersion``)."""
+    found: dict[str, str | None] = {"driver": None, "cuda_driver_api": None}
+    if shutil.which("nvidia-smi"):
+        text = _run_text(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        found["driver"] = text.splitlines()[0].strip() if text else None
+    try:
+        import ctypes
+
+        libcuda = ctypes.CDLL("libcuda.so.1")
+        value = ctypes.c_int(0)
+        if libcuda.cuDriverGetVersion(ctypes.byref(value)) == 0:
+            found["cuda_driver_api"] = f"{value.value // 1000}.{(value.value % 1000) // 10}"
+    except (OSError, AttributeError):
+        pass
+    return found
+
+
+def environment(device: Device) -> dict[str, Any]:
+    import torch
+
+    from edge.reconstruction.backends.tensorrt_backend import tensorrt_version
+
+    env: dict[str, Any] = {
+        "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "spike-edge " + " ".join(sys.argv[1:]) if sys.argv and "edge" in sys.argv[0] else None,
+        "git": _run_text(["git", "describe", "--always", "--dirty", "--abbrev=12"], REPO_ROOT),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "onnx": _dist_version("onnx"),
+        "onnxruntime": _dist_version("onnxruntime-gpu", "onnxruntime"),
+        "onnxruntime_providers": None,
+        "tensorrt": tensorrt_version(),
+        "torch_tensorrt": _dist_version("torch-tensorrt", "torch_tensorrt"),
+        "gpu": None,
+    }
+    if importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        env["onnxruntime_providers"] = list(onnxruntime.get_available_providers())
+    if device is Device.CUDA:
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        env["gpu"] = {
+            "name": props.name,
+            "compute_capability": f"{props.major}.{props.minor}",
+            "memory_gib": round(props.total_memory / 2**30, 1),
+            "multiprocessors": props.multi_processor_count,
+            **_driver_versions(),
+            "tf32_convolutions": bool(torch.backends.cudnn.allow_tf32),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        }
+    return env
+
+
+# -- candidates ----------------------------------------------------------------------------------
+
+
+class EagerReconstructor:
+    """Plain eager torch fp32 on ``device``: no channels_last, no CUDA graphs; same I/O as the backends."""
+
+    def __init__(self, loaded, geometry: Geometry, device: Device) -> None:
+        import torch
+
+        self.model = loaded.name
+        self.geometry = geometry
+        self.window_planes = loaded.window_planes
+        self.weights_id = loaded.weights_id
+        self._device = torch.device("cuda" if device is Device.CUDA else "cpu")
+        self.module = loaded.model.eval().to(self._device, dtype=torch.float32)
+        self.backend = f"torch-{device.value}-fp32-eager"
+
+    def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray:
+        import torch
+
+        from edge.reconstruction.backends.networks import prepare_torch
+
+        windows = check_windows(packed_windows, self.window_planes, self.geometry)
+        packed = torch.from_numpy(np.require(windows, requirements=("C", "W"))).to(self._device)
+        with torch.inference_mode():
+            return self.module(prepare_torch(self.model, packed, self.geometry))[:, 0].float().cpu().numpy()
+
+
+@dataclass
+class Candidate:
+    key: str
+    rec: Any
+    description: str
+    max_batch: int | None = None
+    build_s: float = 0.0
+
+
+@contextlib.contextmanager
+def strict_fp32():
+    """TF32 off for convolutions and matmuls (a true fp32 reference on Ampere and later)."""
+    import torch
+
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bool,
+                     workdir: Path) -> tuple[list[Candidate], list[dict[str, str]]]:
+    from edge.reconstruction.backends.networks import available_backends, build_backend
+
+    candidates: list[Candidate] = []
+    skipped: list[dict[str, str]] = []
+
+    def attempt(key: str, description: str, make: Callable[[], Any], max_batch: int | None = None) -> None:
+        t0 = time.perf_counter()
+        try:
+            rec = make()
+        except (BackendUnavailable, ImportError, ValueError, RuntimeError) as exc:
+            skipped.append({"key": key, "reason": f"{type(exc).__name__}: {exc}"})
+            return
+        candidates.append(Candidate(key, rec, description, max_batch, round(time.perf_counter() - t0, 2)))
+
+    attempt("eager-fp32", "plain eager torch fp32: no channels_last, no CUDA graphs (baseline)",
+            lambda: EagerReconstructor(copy.deepcopy(loaded), geometry, device))
+    found = available_backends(device)
+    project = ("fp16, channels_last, CUDA graph per batch size, pinned host buffer" if device is Device.CUDA
+               else "fp32, channels_last, inference mode")
+    attempt("torch", f"the project's torch backend: {project}",
+            lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device))
+    if BackendName.ONNX in found:
+        attempt("onnxruntime", "ONNX Runtime fp32 (network exported in memory; input prepared on the host)",
+                lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.ONNX, device))
+    else:
+        skipped.append({"key": "onnxruntime", "reason": "onnxruntime / onnx not importable"})
+    if device is not Device.CUDA:
+        skipped.append({"key": "tensorrt", "reason": "TensorRT runs on CUDA only"})
+    elif not tensorrt:
+        skipped.append({"key": "tensorrt", "reason": "--no-tensorrt"})
+    elif BackendName.TENSORRT not in found:
+        skipped.append({"key": "tensorrt", "reason": "torch_tensorrt not importable: pip install 'spike-edge[gpu]'"})
+    elif loaded.weights_path is None:
+        skipped.append({"key": "tensorrt", "reason": "engines are built from weights on disk; these are random"})
+    else:
+        def make_trt():
+            from edge.reconstruction.engines import export_engine, load_engine_dir
+
+            out = export_engine(loaded.name, loaded.weights_path, "tensorrt", geometry,
+                                workdir / f"trt_{loaded.name.value}", precision="fp16")
+            return load_engine_dir(out, geometry, model=loaded.name, backend=BackendName.TENSORRT,
+                                   device=Device.CUDA)
+
+        attempt("tensorrt", "Torch-TensorRT fp16 engine for batch 1 (built here; build time in build_s)",
+                make_trt, max_batch=1)
+    return candidates, skipped
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+
+def _fit(planes: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Upright planes ``(T, h, w)`` centre-cropped / wrap-padded to ``geometry``."""
+    out = planes
+    for axis, want in ((1, geometry.height), (2, geometry.width)):
+        have = out.shape[axis]
+        if have > want:
+            start = (have - want) // 2
+            out = np.take(out, np.arange(start, start + want), axis=axis)
+        elif have < want:
+            pad = [(0, 0)] * 3
+            pad[axis] = ((want - have) // 2, want - have - (want - have) // 2)
+            out = np.pad(out, pad, mode="wrap")
+    return out
+
+
+def agreement_windows(window_planes: int, geometry: Geometry, n: int = AGREEMENT_WINDOWS,
+                      folder: Path = SHARED_REDSBASE) -> tuple[np.ndarray, str]:
+    """``n`` packed windows ``(n, T, plane_bytes)`` of real (REDS_BASE) or simulated spikes, and their source."""
+    from firmware_io.bitpack import pack_planes
+
+    dats = sorted(folder.glob("*.dat")) if folder.is_dir() else []
+    windows: list[np.ndarray] = []
+    used: list[str] = []
+    if dats:
+        from firmware_io.dat import DatReader
+
+        per_clip = max(1, -(-n // len(dats)))
+        for dat in dats:
+            with DatReader(dat) as reader:
+                total = len(reader)
+                if total < window_planes:
+                    continue
+                for start in np.linspace(0, total - window_planes, per_clip).astype(int):
+                    planes = np.asarray(reader.unpacked(int(start), int(start) + window_planes))
+                    windows.append(pack_planes(_fit(planes, geometry)))
+                used.append(dat.stem)
+                source_geometry = reader.geometry
+            if len(windows) >= n:
+                break
+        if windows:
+            fit = "" if source_geometry == geometry else f", fitted from {source_geometry} to {geometry}"
+            return np.stack(windows[:n]), f"redsbase ({', '.join(used)}; {len(windows[:n])} windows{fit})"
+    from firmware_io.scenes import scene_frames
+    from firmware_io.simulator import simulate_frames
+
+    planes_per_frame = 10
+    need = n * window_planes
+    frames = scene_frames("shapes", geometry, seed=0, n_frames=-(-need // planes_per_frame))
+    chunks = list(simulate_frames(frames, geometry, planes_per_frame=planes_per_frame, seed=0, packed=True))
+    packed = np.concatenate(chunks)[:need]
+    return packed.reshape(n, window_planes, geometry.plane_bytes), f"simulated (shapes scene; {n} windows)"
+
+
+def _psnr(image: np.ndarray, reference: np.ndarray) -> float:
+    reference = reference.astype(np.float64)
+    mse = float(np.mean((image.astype(np.float64) - reference) ** 2))
+    peak = float(reference.max() - reference.min()) or 1.0
+    return float("inf") if mse == 0 else 10.0 * np.log10(peak**2 / mse)
+
+
+def agreement(outputs: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    per_window = [_psnr(o, r) for o, r in zip(outputs, reference)]
+    finite = lambda v: None if not np.isfinite(v) else round(float(v), 2)  # noqa: E731  (JSON has no inf)
+    return {"max_abs_diff": float(np.abs(outputs - reference).max()), "psnr_db": finite(_psnr(outputs, reference)),
+            "min_psnr_db": finite(min(per_window)), "identical": bool(np.array_equal(outputs, reference))}
+
+
+# -- timing --------------------------------------------------------------------------------------
+
+
+def time_calls(call: Callable[[], Any], seconds: float, sync: Callable[[], None],
+               min_calls: int = MIN_TIMED_CALLS) -> list[float]:
+    """Milliseconds per call, synchronised before and after each, for ``seconds`` (at least ``min_calls``)."""
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while len(times) < min_calls or time.perf_counter() < deadline:
+        sync()
+        t0 = time.perf_counter_ns()
+        call()
+        sync()
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    return times
+
+
+def _summary(ms: list[float]) -> dict[str, Any]:
+    a = np.asarray(ms)
+    return {"p50": round(float(np.percentile(a, 50)), 4), "p99": round(float(np.percentile(a, 99)), 4),
+            "mean": round(float(a.mean()), 4), "min": round(float(a.min()), 4), "calls": int(a.size)}
+
+
+def measure(cand: Candidate, batches: dict[int, np.ndarray], seconds: float, device: Device) -> dict[str, Any]:
+    import torch
+
+    cuda = device is Device.CUDA
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    row: dict[str, Any] = {"latency_ms": None, "throughput": []}
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    for batch, windows in batches.items():
+        entry: dict[str, Any] = {"batch": batch}
+        if cand.max_batch is not None and batch > cand.max_batch:
+            entry["skipped"] = f"built for batch <= {cand.max_batch}"
+            row["throughput"].append(entry)
+            continue
+        try:
+            for _ in range(WARMUP_CALLS):  # the first call captures the CUDA graph for this batch size
+                cand.rec.reconstruct(windows)
+            ms = time_calls(lambda: cand.rec.reconstruct(windows), seconds, sync)
+        except Exception as exc:  # out of memory at a large batch, a backend that cannot batch, ...
+            entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            row["throughput"].append(entry)
+            if cuda:
+                torch.cuda.empty_cache()
+            continue
+        stats = _summary(ms)
+        if batch == 1:
+            row["latency_ms"] = stats
+        entry.update(frames_per_s=round(batch * len(ms) / (sum(ms) / 1e3), 2), ms_per_call=stats)
+        row["throughput"].append(entry)
+    rates = [e["frames_per_s"] for e in row["throughput"] if "frames_per_s" in e]
+    row["best_frames_per_s"] = max(rates) if rates else None
+    if cuda:
+        row["peak_torch_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return row
+
+
+def verdict(row: dict[str, Any], target: Target) -> dict[str, Any]:
+    fps = row.get("best_frames_per_s")
+    lat = (row.get("latency_ms") or {}).get("p50")
+    fps_ok = fps is not None and fps >= target.min_frames_per_s
+    lat_ok = lat is not None and lat < target.max_latency_ms
+    return {"frames_per_s": fps, "frames_per_s_pass": fps_ok, "latency_p50_ms": lat, "latency_pass": lat_ok,
+            "verdict": "PASS" if fps_ok and lat_ok else "FAIL"}
+
+
+# -- one network ---------------------------------------------------------------------------------
+
+
+def bench_network(name: ModelName, geometry: Geometry, device: Device, *, seconds: float, batch_sizes: list[int],
+                  tensorrt: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
+    from edge.reconstruction.models.checkpoints import load_network
+
+    loaded = load_network(name, None, allow_random=True)
+    target = TARGETS[name]
+    result: dict[str, Any] = {
+        "geometry": {"height": geometry.height, "width": geometry.width},
+        "target_geometry": geometry == BENCH_GEOMETRY[name],
+        "window_planes": loaded.window_planes,
+        "weights": {"id": loaded.weights_id, "file": loaded.weights_path.name if loaded.weights_path else None,
+                    "random": loaded.weights_path is None},
+        "target": {"min_frames_per_s": target.min_frames_per_s, "max_latency_ms": target.max_latency_ms},
+    }
+    with tempfile.TemporaryDirectory(prefix="spike-bench-device-") as tmp:
+        log(f"{name.value} at {geometry}: building backends")
+        candidates, skipped = build_candidates(loaded, geometry, device, tensorrt=tensorrt, workdir=Path(tmp))
+        result["skipped"] = skipped
+        check, source = agreement_windows(loaded.window_planes, geometry)
+        result["agreement_source"] = source
+        reference_net = EagerReconstructor(copy.deepcopy(loaded), geometry, device)
+        with strict_fp32():
+            reference = np.concatenate([reference_net.reconstruct(w[None]) for w in check])
+        del reference_net
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 256, (max(batch_sizes), loaded.window_planes, geometry.plane_bytes), dtype=np.uint8)
+        batches = {b: np.ascontiguousarray(base[:b]) for b in sorted(set([1, *batch_sizes]))}
+        rows = []
+        for cand in candidates:
+            log(f"{name.value}: timing {cand.rec.backend}")
+            row: dict[str, Any] = {"key": cand.key, "backend": cand.rec.backend, "description": cand.description,
+                                   "build_s": cand.build_s}
+            try:
+                outputs = np.concatenate([cand.rec.reconstruct(w[None]) for w in check])
+                row["agreement_vs_fp32"] = agreement(outputs, reference)
+            except Exception as exc:
+                row["agreement_vs_fp32"] = {"error": f"{type(exc).__name__}: {exc}"}
+            row.update(measure(cand, batches, seconds, device))
+            row["throughput"] = [e for e in row["throughput"] if e["batch"] in batch_sizes]
+            row["target"] = verdict(row, target)
+            rows.append(row)
+        result["candidates"] = rows
+        project = next((r for r in rows if r["key"] == "torch"), None)
+        result["verdict"] = project["target"]["verdict"] if project else "FAIL"
+        del candidates
+        gc.collect()
+        if device is Device.CUDA:
+            torch.cuda.empty_cache()
+    return result
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def run_pipeline_trial(seconds: float) -> dict[str, Any]:
+    """One live-pipeline trial: the daemon (device auto = CUDA for networks) runs LRN on the torch backend."""
+    from edge.cli.bench.pipeline import make_bench_recording, run_trial
+
+    with tempfile.TemporaryDirectory(prefix="spike-bench-device-pipe-") as tmp:
+        path = make_bench_recording(Path(tmp))
+        try:
+            return run_trial(path, rate_hz=40_000.0, seconds=max(seconds, 5.0), warmup_s=2.0, hop=40, method="lrn",
+                             backend="torch", ring_planes=4000, policy="all", log_path=Path(tmp) / "daemon.log")
+        except Exception as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def run_device_bench(device: Device, methods: list[ModelName], *, seconds: float, batch_sizes: list[int],
+                     geometry: Geometry | None = None, tensorrt: bool = True, pipeline: bool = False,
+                     log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    from edge.reconstruction.backends.networks import check_device
+
+    check_device(device)  # BackendUnavailable with a clear message when CUDA is asked for and absent
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "device": device.value,
+        "settings": {"methods": [m.value for m in methods], "seconds_per_measurement": seconds,
+                     "batch_sizes": batch_sizes, "warmup_calls": WARMUP_CALLS,
+                     "geometry_override": str(geometry) if geometry else None},
+        "environment": environment(device),
+        "targets": {m.value: {"min_frames_per_s": t.min_frames_per_s, "max_latency_ms": t.max_latency_ms}
+                    for m, t in TARGETS.items()},
+        "methods": {},
+    }
+    for name in methods:
+        report["methods"][name.value] = bench_network(name, geometry or BENCH_GEOMETRY[name], device, seconds=seconds,
+                                                      batch_sizes=batch_sizes, tensorrt=tensorrt, log=log)
+    if pipeline and device is Device.CUDA:
+        log("pipeline: one live trial (LRN, torch backend, 40 kHz, hop 40)")
+        report["pipeline"] = {"command": PIPELINE_COMMAND, "trial": run_pipeline_trial(seconds)}
+    else:
+        reason = "not requested; add --pipeline" if not pipeline else "--pipeline needs --device cuda"
+        report["pipeline"] = {"command": PIPELINE_COMMAND, "skipped": reason}
+    report["environment"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    gpu = env.get("gpu")
+    lines = [f"# spike-edge bench device ({report['device']}, {env['utc']})", ""]
+    if env.get("command"):
+        lines += [f"Command: `{env['command']}` (git {env.get('git') or '?'})", ""]
+    if gpu:
+        lines.append(f"- GPU: {gpu['name']}, compute capability {gpu['compute_capability']}, {gpu['memory_gib']} GiB, "
+                     f"driver {gpu.get('driver') or '?'} (CUDA driver API {gpu.get('cuda_driver_api') or '?'}), "
+                     f"TF32 convolutions {'on' if gpu.get('tf32_convolutions') else 'off'}")
+    lines += [
+        f"- Libraries: torch {env['torch']} (CUDA {env.get('torch_cuda') or '-'}, cuDNN {env.get('cudnn') or '-'}), "
+        f"onnxruntime {env.get('onnxruntime') or '-'}, TensorRT {env.get('tensorrt') or '-'}, "
+        f"Torch-TensorRT {env.get('torch_tensorrt') or '-'}, numpy {env['numpy']}, Python {env['python']}",
+        f"- CPU: {env.get('cpu_model') or '?'}, {env['cpu_count']} CPUs ({env.get('cpu_affinity')} usable), "
+        f"torch threads {env['torch_threads']}, load average {env['load_average'][0]} at start",
+        f"- Timing: {report['settings']['seconds_per_measurement']} s per measurement after "
+        f"{report['settings']['warmup_calls']} warm-up calls; latency = batch 1, synchronised per call; "
+        "frames/s = calls in series through `reconstruct` (host in, host out)",
+        "",
+    ]
+    batch_sizes = report["settings"]["batch_sizes"]
+    for name, res in report["methods"].items():
+        g, t, w = res["geometry"], res["target"], res["weights"]
+        weights = "RANDOM weights (none packaged)" if w["random"] else f"weights {w['file']} ({w['id']})"
+        lines += [f"## {name.upper()} at {g['height']}x{g['width']}: project backend {res['verdict']}", "",
+                  f"{weights}; target >= {t['min_frames_per_s']:,.0f} frames/s and p50 latency < "
+                  f"{t['max_latency_ms']} ms" + ("" if res["target_geometry"] else
+                                                 " (defined at the default geometry, not this one)"), "",
+                  "| backend | latency p50 / p99 ms | " + " | ".join(f"frames/s b={b}" for b in batch_sizes)
+                  + " | max abs diff vs fp32 | PSNR dB | target |",
+                  "|---|---|" + "---|" * len(batch_sizes) + "---|---|---|"]
+        for r in res["candidates"]:
+            lat = r.get("latency_ms") or {}
+            cells = []
+            for e in r["throughput"]:
+                cells.append(_fmt(e.get("frames_per_s"), 1) if "frames_per_s" in e else
+                             ("n/a" if "skipped" in e else "error"))
+            agr = r.get("agreement_vs_fp32", {})
+            tv = r["target"]
+            mark = (f"{tv['verdict']} ({'ok' if tv['frames_per_s_pass'] else 'slow'} fps, "
+                    f"{'ok' if tv['latency_pass'] else 'slow'} latency)")
+            lines.append(f"| {r['backend']} | {_fmt(lat.get('p50'))} / {_fmt(lat.get('p99'))} | "
+                         + " | ".join(cells) + f" | {'error' if 'error' in agr else format(agr['max_abs_diff'], '.2e')}"
+                         f" | {'identical' if agr.get('identical') else _fmt(agr.get('psnr_db'), 1)} | {mark} |")
+        lines += ["", f"Agreement measured on {res['agreement_source']} against eager fp32 with TF32 off."]
+        for s in res["skipped"]:
+            lines.append(f"- skipped {s['key']}: {s['reason']}")
+        for r in res["candidates"]:
+            for e in r["throughput"]:
+                if "error" in e:
+                    lines.append(f"- {r['backend']} at batch {e['batch']}: {e['error']}")
+        lines.append("")
+    pipe = report["pipeline"]
+    lines.append("## Live pipeline")
+    lines.append("")
+    if "trial" in pipe:
+        tr = pipe["trial"]
+        if "error" in tr:
+            lines.append(f"Trial failed: {tr['error']}")
+        else:
+            lines.append(f"LRN, torch backend, {tr['rate_hz']:.0f} planes/s, hop {tr['hop']}: published "
+                         f"{tr.get('published_fps')} frames/s (nominal {tr['nominal_fps']:.0f}), ring overruns "
+                         f"{tr.get('ring_overrun_planes')}, capture->publish p50/p99 "
+                         f"{tr.get('capture_to_publish_ms_p50')}/{tr.get('capture_to_publish_ms_p99')} ms -> "
+                         f"{'PASS' if tr.get('passed') else 'FAIL'}")
+    else:
+        lines.append(f"Not run here ({pipe['skipped']}); measure it with `{pipe['command']}`.")
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    from firmware_io.atomic import temp_beside
+
+    tmp = temp_beside(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_results(report: dict[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:
+    """The JSON report at ``out`` and its Markdown summary beside it (same name, ``.md``), each atomic."""
+    out = Path(out)
+    md = out.with_suffix(".md")
+    _write_atomic(out, json.dumps(report, indent=2) + "\n")
+    _write_atomic(md, render_markdown(report))
+    return out, md
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def _int_list(ctx, param, value: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not values or values[0] < 1:
+        raise click.BadParameter("batch sizes must be >= 1")
+    return values
+
+
+def _method_list(ctx, param, value: str) -> list[ModelName]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in MODEL_NAMES]
+    if bad or not names:
+        raise click.BadParameter(f"unknown method(s) {bad}; choose from {','.join(MODEL_NAMES)}")
+    return [ModelName(n) for n in dict.fromkeys(names)]
+
+
+@click.command("device")
+@click.option("--device", "device_name", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="auto: cuda when torch sees a GPU.")
+@click.option("--methods", default="lrn,stir", show_default=True, callback=_method_list,
+              help="Comma-separated networks.")
+@click.option("--seconds", type=click.FloatRange(min=0.0), default=3.0, show_default=True,
+              help="Timed seconds per candidate per measurement (latency, each batch size).")
+@click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_int_list,
+              help="Comma-separated batch sizes for frames/s (batch 1 is always timed, for latency).")
+@click.option("--height", type=click.IntRange(min=1), default=None,
+              help="Override the geometry (default: LRN 250x400, STIR 256x400); with --width.")
+@click.option("--width", type=click.IntRange(min=1), default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
+@click.option("--tensorrt/--no-tensorrt", default=True, show_default=True,
+              help="Build and time a TensorRT engine where Torch-TensorRT imports (CUDA).")
+@click.option("--pipeline", is_flag=True, help="Also run one live-pipeline trial (LRN, torch, CUDA only).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON report here (atomically) and a Markdown table beside it (.md).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
+def bench_device(device_name, methods, seconds, batch_sizes, height, width, threads, tensorrt, pipeline, out,
+                 as_json) -> None:
+    """LRN/STIR on one device: eager fp32 vs the torch backend vs ONNX Runtime/TensorRT, against targets."""
+    if (height is None) != (width is None):
+        raise click.UsageError("give --height and --width together")
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    log = (lambda s: None) if as_json else (lambda s: click.echo(f"... {s}", err=True))
+    try:
+        report = run_device_bench(Device(device_name), methods, seconds=seconds, batch_sizes=batch_sizes,
+                                  geometry=Geometry(height, width) if height else None, tensorrt=tensorrt,
+                                  pipeline=pipeline, log=log)
+    except BackendUnavailable as exc:
+        fail(str(exc), ExitCode.BACKEND_UNAVAILABLE)
+    if out:
+        json_path, md_path = write_results(report, out)
+        if not as_json:
+            click.echo(f"wrote {json_path} and {md_path}", err=True)
+    click.echo(json.dumps(report, indent=2) if as_json else render_markdown(report))
+
+
+__all__ = ["BENCH_GEOMETRY", "PIPELINE_COMMAND", "TARGETS", "agreement_windows", "environment", "render_markdown",
+           "run_device_bench", "write_results"]

@@ -1,0 +1,46 @@
+"""``spike-edge info FILE [--height H --width W] [--json]``: what a recording holds.
+
+Prints ``planes``, ``height``, ``width``, ``firing_rate`` (spikes per pixel per plane) and
+``duration_s`` (at ``--rate-hz``, 40 kHz by default). Other tools and checks rely on these keys.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from edge.cli.common import open_recording_or_fail, recording_options
+from firmware_io.bitpack import count_spikes
+from firmware_io.contract import DEFAULT_RATE_HZ
+
+
+@click.command("info")
+@click.argument("file", type=click.Path(dir_okay=False))
+@recording_options
+@click.option("--rate-hz", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_RATE_HZ, show_default=True,
+              help="Camera plane rate, for duration_s.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
+def info(file, height, width, with_head, allow_partial, rate_hz, as_json):
+    """Geometry, plane count, firing rate and duration of a .dat or .npz recording."""
+    with open_recording_or_fail(file, height, width, with_head, allow_partial) as rec:
+        spikes = 0
+        for _, packed in rec.iter_packed(4096):
+            spikes += int(count_spikes(packed, rec.geometry).sum(dtype=np.uint64))
+        summary = {
+            "path": str(rec.path),
+            "format": rec.path.suffix.lower().lstrip("."),
+            "planes": rec.n_planes,
+            "height": rec.geometry.height,
+            "width": rec.geometry.width,
+            "plane_bytes": rec.geometry.plane_bytes,
+            "firing_rate": spikes / (rec.n_planes * rec.geometry.pixels),
+            "rate_hz": rate_hz,
+            "duration_s": rec.n_planes / rate_hz,
+        }
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            click.echo(f"{key:>12}: {value}")

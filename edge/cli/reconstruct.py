@@ -1,0 +1,72 @@
+"""``spike-edge reconstruct FILE --method M [--window N] [--key K | --every E] --out OUT``.
+
+The frame for key K uses planes ``[K - N//2, K - N//2 + N)`` (``edge.reconstruction.windows``); the
+default key is the centre plane; ``OUT.npy`` holds float32 ``(frames, H, W)`` raw values; ``OUT.png``
+(one frame), a folder of PNGs or a video are display-normalised per frame.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from edge.cli.common import open_recording_or_fail, recording_options
+from edge.reconstruction.backends import BackendName, BackendUnavailable, Device, make_reconstructor
+from edge.reconstruction.methods import METHOD_NAMES
+from edge.reconstruction.windows import check_window_fits, default_key, keys_every, window_range
+from firmware_io.exits import ExitCode, fail
+from firmware_io.frame_files import FrameSink
+
+
+@click.command("reconstruct")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--method", type=click.Choice(METHOD_NAMES), required=True, help="Reconstruction method.")
+@click.option("--window", type=click.IntRange(min=1), help="Window length in planes (classical methods; networks are fixed).")
+@click.option("--key", type=click.IntRange(min=0), help="Key plane of the single output frame (default: centre plane).")
+@click.option("--every", type=click.IntRange(min=1), help="One frame every N planes, from the first key whose window fits.")
+@click.option("--out", required=True, type=click.Path(), help="OUT.npy (raw float32), OUT.png, a folder, or OUT.mp4.")
+@recording_options
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="Network weights (state_dict).")
+@click.option("--engine", type=click.Path(exists=True, file_okay=False), help="Exported engine folder (spike-train export).")
+@click.option("--backend", type=click.Choice([b.value for b in BackendName]), default=BackendName.AUTO.value, show_default=True)
+@click.option("--device", type=click.Choice([d.value for d in Device]), default=Device.CPU.value, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Windows per backend call.")
+@click.option("--fps", type=float, default=25.0, show_default=True, help="Frame rate of a video output.")
+def reconstruct(file, method, window, key, every, out, height, width, with_head, allow_partial, checkpoint, engine,
+                backend, device, batch, fps):
+    """Reconstruct frames from a recording with TFP, TFI, LRN or STIR."""
+    if key is not None and every is not None:
+        fail("give --key or --every, not both")
+    with open_recording_or_fail(file, height, width, with_head, allow_partial) as rec:
+        try:
+            recon = make_reconstructor(method, rec.geometry, backend=backend, device=device,
+                                       window_planes=window, checkpoint=checkpoint, engine=engine)
+        except BackendUnavailable as exc:
+            fail(str(exc), ExitCode.BACKEND_UNAVAILABLE)
+        except (FileNotFoundError, ValueError) as exc:  # CheckpointError and EngineMismatch are ValueErrors
+            fail(str(exc))
+        window_planes = recon.window_planes
+        try:
+            if every is not None:
+                keys = keys_every(rec.n_planes, window_planes, every)
+                if not keys:
+                    fail(f"{rec.path} has {rec.n_planes} planes, fewer than one {window_planes}-plane window")
+            else:
+                keys = [default_key(rec.n_planes) if key is None else key]
+                check_window_fits(keys[0], window_planes, rec.n_planes)
+        except ValueError as exc:
+            fail(str(exc))
+        click.echo(f"{method}: {len(keys)} frame(s), window {window_planes} planes, backend {recon.backend}", err=True)
+        try:
+            with FrameSink(out, len(keys), rec.geometry.shape, fps=fps) as sink:
+                for i in range(0, len(keys), batch):
+                    batch_keys = keys[i : i + batch]
+                    windows = np.stack([rec.packed(*window_range(k, window_planes)) for k in batch_keys])
+                    for frame in recon.reconstruct(windows):
+                        sink.append(frame)
+        except (ValueError, RuntimeError) as exc:
+            fail(str(exc))
+    click.echo(json.dumps({"out": str(out), "frames": len(keys), "first_key": keys[0], "last_key": keys[-1],
+                           "window": window_planes, "method": method, "backend": recon.backend}))

@@ -1,0 +1,3 @@
+"""The live daemon: typed configuration, the shared-memory plane ring, the capture process, the
+reconstruction worker, the frame publisher, the control server and the loop that ties them together.
+"""

@@ -1,0 +1,489 @@
+"""The live pipeline daemon: capture process -> plane ring -> worker -> publisher, plus control.
+
+Processes and threads: the capture side runs in its own process (``edge.live.capture``), so reading
+the camera never competes with inference for the GIL; everything else runs on the daemon's main
+thread in one loop, between windows: run one worker step, publish its frames, and at most every
+``SERVICE_PERIOD_S`` (2 ms) serve control requests, read subscription changes and capture events
+and send a heartbeat when due (every 0.5 s). Servicing on every pass cost as much CPU as TFP at
+1,000 frames/s; 2 ms is well below any control or monitoring latency anyone notices.
+One thread owns every ZeroMQ socket (sockets are not thread-safe), and ``set`` requests are
+applied between windows by construction.
+
+Modes:
+
+- deterministic replay (``--replay`` without ``--realtime``; policy ``all``): ring writer policy
+  ``block`` and a lossless publisher, so every window of the file is published exactly once, in
+  order, whatever the speed of the machine or the subscribers.
+- live (camera, simulator, ``--realtime`` replay; policy ``latest``): ring ``overwrite`` (the
+  capture never waits), worker ``latest`` (skips to the newest window, counted), publisher drops
+  at the HWM for a stalled subscriber.
+
+Shutdown: SIGINT/SIGTERM set a flag; the loop stops the capture (ring stop flag, then SIGTERM),
+sends end-of-stream, closes the sockets (LINGER 0) and removes the ring, well within a second.
+
+Source losses are counters in ``stats`` (so in every heartbeat too), never silent:
+``source_errors``, ``camera_reconnects`` and ``discontinuities`` (a camera that vanished and came
+back; each event is also a log line), ``capture_gap_planes`` (planes the source never delivered:
+an outage at the source's rate, blocks the camera dropped), ``source_gap_planes`` (planes the
+worker had to give up a window for), ``source_dropped_blocks`` (the camera queue's drop-oldest),
+``source_late_blocks`` and ``source_behind_ms`` (a live simulator that cannot keep up with its
+rate). The first frame after any loss carries ``discontinuity``.
+
+Exit codes (``ExitCode``): 0 clean (end of a finite replay, or a signal), 2 bad arguments or
+input, 3 source failure (cannot open, died, camera library missing), 4 backend unavailable,
+5 cannot bind an address, 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import zmq
+
+from edge.reconstruction.backends import BackendUnavailable, make_reconstructor
+from edge.live.capture import CaptureProcess, SourceSpec, SourceUnavailable
+from edge.live.control import ControlServer
+from edge.reconstruction.methods import METHOD_NAMES, method_spec
+from edge.live.publisher import Publisher
+from edge.live.sockets import BindError
+from edge.protocol.control import ControlRequestError
+from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL
+from edge.live.ring import SpikeRing, WriterPolicy, WriterState
+from edge.protocol.wire import PAYLOAD_DTYPES, WIRE_VERSION, EndOfStream, FrameHeader, Heartbeat, encode_eos, encode_frame, encode_heartbeat
+from edge.live.worker import DEFAULT_HOP_PLANES, DEFAULT_MAX_BATCH, POLICY_NAMES, Worker, WorkerPolicy
+from firmware_io.contract import now_ns
+from firmware_io.exits import ExitCode
+
+log = logging.getLogger("edge.live.daemon")
+
+HEARTBEAT_PERIOD_S = 0.5
+SERVICE_PERIOD_S = 0.002
+IDLE_SLEEP_S = 0.0002  # zmq poll timeouts are whole milliseconds: poll(0.3) would spin
+EOS_REPEATS = 3
+EOS_SPACING_S = 0.05
+END_FLUSH_S = 2.0  # lossless mode: bounded time to flush the queue after a natural end
+DEFAULT_RING_PLANES = 4000  # 100 ms at 40 kHz; 50 MB at 250x400
+LATENCY_HISTORY = 2048
+
+
+class DaemonError(RuntimeError):
+    def __init__(self, code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    source: SourceSpec
+    method: str = "tfp"
+    backend: str = "auto"
+    device: str = "auto"
+    checkpoint: str | None = None
+    window: int | None = None
+    hop: int = DEFAULT_HOP_PLANES
+    policy: str | None = None  # None: 'all' for deterministic replay, 'latest' for live sources
+    ring_planes: int = DEFAULT_RING_PLANES
+    dtype: str = "float32"
+    bind: str = DEFAULT_PUB_URL
+    control: str = DEFAULT_CONTROL_URL
+    wait_subscribers: int = 0
+    max_batch: int = DEFAULT_MAX_BATCH
+
+    @property
+    def effective_policy(self) -> WorkerPolicy:
+        if self.policy is not None:
+            return WorkerPolicy(self.policy)
+        return WorkerPolicy.LATEST if self.source.live else WorkerPolicy.ALL
+
+    @property
+    def deterministic(self) -> bool:
+        """Lossless end to end: a file replayed as fast as it is consumed, every window processed."""
+        return not self.source.live and self.effective_policy is WorkerPolicy.ALL
+
+
+def _resolve_device(device: str, method: str) -> str:
+    if device != "auto":
+        return device
+    if not method_spec(method).learned:
+        return "cpu"
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.stream_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._stop_reason: str | None = None
+        self._fatal: DaemonError | None = None
+        self.seq = 0
+        self.started_ns = now_ns()
+        self.last_frame_ns: int | None = None
+        self.latency_publish_ns: deque[int] = deque(maxlen=LATENCY_HISTORY)
+        self.frame_times: deque[int] = deque(maxlen=LATENCY_HISTORY)
+        self.events_log: deque[str] = deque(maxlen=20)
+        self.state = "starting"
+        self.ring: SpikeRing | None = None
+        self.capture: CaptureProcess | None = None
+        self.publisher: Publisher | None = None
+        self.control: ControlServer | None = None
+        self.context: zmq.Context | None = None
+
+    # -- setup ------------------------------------------------------------------------------------
+    def _build_reconstructor(self, method: str, window: int | None):
+        cfg = self.config
+        spec = method_spec(method)
+        device = _resolve_device(cfg.device, method)
+        try:
+            return make_reconstructor(spec.method, self.geometry, backend=cfg.backend, device=device,
+                                      window_planes=window, checkpoint=cfg.checkpoint)
+        except BackendUnavailable as exc:
+            raise DaemonError(ExitCode.BACKEND_UNAVAILABLE, f"backend unavailable for {method}: {exc}") from exc
+        except (ValueError, FileNotFoundError) as exc:
+            raise DaemonError(ExitCode.BAD_INPUT, f"cannot build the {method} reconstructor: {exc}") from exc
+
+    def setup(self) -> None:
+        cfg = self.config
+        if cfg.dtype not in PAYLOAD_DTYPES or cfg.dtype == "uint8":
+            raise DaemonError(ExitCode.BAD_INPUT, f"--dtype must be float32 or float16, got {cfg.dtype!r}")
+        if cfg.hop < 1:
+            raise DaemonError(ExitCode.BAD_INPUT, f"--hop must be >= 1, got {cfg.hop}")
+        try:
+            cfg.source.preflight()
+        except SourceUnavailable as exc:
+            raise DaemonError(ExitCode.SOURCE_FAILED, f"cannot use the {cfg.source.kind.value} source: {exc}") from exc
+        try:
+            self.geometry = cfg.source.geometry()
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            raise DaemonError(ExitCode.BAD_INPUT, f"cannot use the {cfg.source.kind.value} source: {exc}") from exc
+        self.reconstructor = self._build_reconstructor(cfg.method, cfg.window)
+        policy = cfg.effective_policy
+        writer_policy = WriterPolicy.OVERWRITE if cfg.source.live else WriterPolicy.BLOCK
+        try:
+            self.ring = SpikeRing.create(cfg.ring_planes, self.geometry, policy=writer_policy, rate_hz=cfg.source.rate_hz)
+        except ValueError as exc:
+            raise DaemonError(ExitCode.BAD_INPUT, str(exc)) from exc
+        try:
+            self.worker = Worker(self.ring, self.reconstructor, hop_planes=cfg.hop, policy=policy,
+                                 max_batch=cfg.max_batch)
+        except ValueError as exc:
+            raise DaemonError(ExitCode.BAD_INPUT, str(exc)) from exc
+        if _resolve_device(cfg.device, cfg.method) == "cuda":
+            how = self.ring.register_cuda()
+            log.info("ring pinned for CUDA: %s", how or "no (pageable memory)")
+        self.context = zmq.Context()
+        try:
+            self.publisher = Publisher(cfg.bind, lossless=cfg.deterministic, context=self.context)
+            self.control = ControlServer(cfg.control, self.handle_control, context=self.context)
+        except BindError as exc:
+            raise DaemonError(ExitCode.BIND_FAILED, str(exc)) from exc
+        self.capture = CaptureProcess(cfg.source, self.ring)
+        self.capture.start()
+        rate = cfg.source.rate_hz
+        log.info(
+            "spike-edge run: source %s %s | geometry %s | %s | method %s window %d | backend %s | "
+            "hop %d planes (%.1f frames/s at %.0f Hz) | policy %s | ring %d planes (%.1f MB, writer %s) | "
+            "%s | publishing on %s, control on %s | stream %s",
+            cfg.source.kind.value, cfg.source.label(), self.geometry,
+            "real time" if cfg.source.live else "deterministic", cfg.method, self.reconstructor.window_planes,
+            self.reconstructor.backend, cfg.hop, rate / cfg.hop, rate, policy.value, self.ring.capacity,
+            self.ring.nbytes / 1e6, writer_policy.value,
+            "lossless (subscribers flow-control the replay)" if cfg.deterministic else "live (drops at HWM)",
+            self.publisher.endpoint, self.control.endpoint, self.stream_id)
+
+    # -- signals ----------------------------------------------------------------------------------
+    def request_stop(self, reason: str = "stopped") -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            self.request_stop(f"stopped by {signal.Signals(signum).name}")
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> ExitCode:
+        code = ExitCode.OK
+        try:
+            self.setup()
+            code = self._loop()
+        except DaemonError as exc:
+            log.error("%s", exc)
+            code = exc.code
+        finally:
+            self.shutdown(code)
+        return code
+
+    def _service(self) -> None:
+        """Everything but the worker: control, subscriptions, capture events, heartbeat."""
+        self.control.serve()
+        self.publisher.poll_subscriptions()
+        for kind, payload in self.capture.poll_events():
+            self._on_capture_event(kind, payload)
+        if now_ns() >= self._next_heartbeat_ns:
+            self._send_heartbeat()
+
+    def _on_capture_event(self, kind: str, payload: Any) -> None:
+        text = payload if isinstance(payload, str) else repr(payload)
+        self.events_log.append(f"{kind}: {text}")
+        if kind == "fatal":
+            log.error("capture: %s", text)
+            self._fatal = DaemonError(ExitCode.SOURCE_FAILED, f"source failed: {text}")
+            self.request_stop("source failed")
+        elif kind in ("error", "reconnect", "discontinuity", "behind"):
+            log.warning("capture %s: %s", kind, text)
+        elif kind == "started":
+            log.info("capture started: %s", text)
+            if self.state == "starting":
+                self.state = "running"
+        else:
+            log.info("capture %s: %s", kind, text)
+
+    def _loop(self) -> ExitCode:
+        cfg = self.config
+        self._next_heartbeat_ns = 0
+        waiting = cfg.wait_subscribers > 0
+        if waiting:
+            log.info("waiting for %d subscriber(s) on %s", cfg.wait_subscribers, self.publisher.endpoint)
+        poller = zmq.Poller()
+        poller.register(self.control.sock, zmq.POLLIN)
+        poller.register(self.publisher.sock, zmq.POLLIN)
+        service_period_ns = int(SERVICE_PERIOD_S * 1e9)
+        next_service_ns = 0
+        while self._stop_reason is None:
+            if now_ns() >= next_service_ns:
+                self._service()
+                next_service_ns = now_ns() + service_period_ns
+            if waiting:
+                if self.publisher.frame_subscribers >= cfg.wait_subscribers:
+                    waiting = False
+                    log.info("%d subscriber(s) connected; streaming", self.publisher.frame_subscribers)
+                else:
+                    poller.poll(5)
+                    self._check_capture()
+                    continue
+            frames = self.worker.step()
+            if frames is None:  # the source ended (or failed) and no further window can complete
+                if self.ring.state is WriterState.FAILED:
+                    self.capture.process.join(1.0)  # let its last events arrive
+                    for kind, payload in self.capture.poll_events():
+                        self._on_capture_event(kind, payload)
+                    if self._fatal is None:
+                        self._fatal = DaemonError(ExitCode.SOURCE_FAILED, "the source failed (see the log above)")
+                    self.state = "failed"
+                    break
+                self._check_capture(ended_ok=True)
+                if self._fatal is None:
+                    self.state = "ended"
+                    self.request_stop("end-of-stream")
+                break
+            if not frames:
+                if now_ns() >= next_service_ns:
+                    self._check_capture()
+                time.sleep(IDLE_SLEEP_S)  # a window completes every hop/rate (1 ms at 1,000 frames/s)
+                continue
+            for frame in frames:
+                if not self._publish(frame):
+                    break
+        if self._fatal is not None:
+            raise self._fatal
+        return ExitCode.OK
+
+    def _check_capture(self, ended_ok: bool = False) -> None:
+        """Notice a capture process that died without saying so."""
+        if self.capture.alive or self._stop_reason is not None:
+            return
+        for kind, payload in self.capture.poll_events():
+            self._on_capture_event(kind, payload)
+        if self._fatal is not None:
+            self.request_stop("source failed")
+            return
+        state = self.ring.state
+        if state in (WriterState.ENDED, WriterState.STOPPED) and self.capture.exitcode == 0:
+            return
+        if ended_ok and state is WriterState.ENDED:
+            return
+        self._fatal = DaemonError(ExitCode.SOURCE_FAILED,
+                                  f"the capture process exited (code {self.capture.exitcode}, state {state.name})")
+        self.state = "failed"
+        self.request_stop("source failed")
+
+    def _publish(self, frame) -> bool:
+        cfg = self.config
+        image = frame.image if cfg.dtype == "float32" else frame.image.astype(cfg.dtype)
+        rec = self.worker.reconstructor
+        publish_t = now_ns()
+        header = FrameHeader(
+            stream_id=self.stream_id, seq=self.seq, key_plane=frame.key_plane, plane_start=frame.plane_start,
+            plane_stop=frame.plane_stop, shape=self.geometry.shape, dtype=cfg.dtype, method=rec.method.value,
+            backend=rec.backend, weights_id=rec.weights_id, capture_t_ns=frame.capture_t_ns,
+            dequeue_t_ns=frame.dequeue_t_ns, infer_start_t_ns=frame.infer_start_t_ns,
+            infer_end_t_ns=frame.infer_end_t_ns, publish_t_ns=publish_t, rate_hz=cfg.source.rate_hz,
+            ring_overrun_planes=self.worker.overrun_planes,
+            worker_skipped_windows=self.worker.skipped_windows, discontinuity=frame.discontinuity)
+        parts = encode_frame(header, image)
+        sent = self.publisher.send(parts, should_stop=lambda: self._stop_reason is not None,
+                                   idle=self._service_while_blocked)
+        if not sent:
+            return False
+        self.seq += 1
+        self.last_frame_ns = publish_t
+        self.frame_times.append(publish_t)
+        self.latency_publish_ns.append(publish_t - frame.capture_t_ns)
+        return True
+
+    def _service_while_blocked(self) -> None:
+        self.control.serve()
+        for kind, payload in self.capture.poll_events():
+            self._on_capture_event(kind, payload)
+
+    # -- heartbeats and stats ---------------------------------------------------------------------
+    def _send_heartbeat(self) -> None:
+        self._next_heartbeat_ns = now_ns() + int(HEARTBEAT_PERIOD_S * 1e9)
+        hb = Heartbeat(stream_id=self.stream_id, t_ns=now_ns(), last_seq=self.seq - 1, stats=self.stats())
+        # live: dropped for a stalled subscriber like frames; lossless: a bounded wait
+        self.publisher.send(encode_heartbeat(hb), should_stop=lambda: True)
+
+    def stats(self) -> dict[str, Any]:
+        ring, worker = self.ring, self.worker
+        counters = ring.counters()
+        times = list(self.frame_times)
+        fps = 0.0
+        if len(times) >= 2 and times[-1] > times[0]:
+            fps = (len(times) - 1) * 1e9 / (times[-1] - times[0])
+        lat = np.array(self.latency_publish_ns, dtype=np.float64) / 1e6
+        return {
+            "state": self.state,
+            "frames": self.seq,
+            "fps": round(fps, 2),
+            "windows": worker.windows,
+            "worker_skipped_windows": worker.skipped_windows,
+            "ring_overrun_planes": worker.overrun_planes,
+            "ring_overwritten_unread": counters["overwritten_unread"],
+            "lost_windows": worker.lost_windows,
+            "source_gap_planes": worker.source_gap_planes,
+            "capture_gap_planes": counters["source_gap_planes"],
+            "source_timeouts": counters["timeouts"],
+            "source_errors": counters["errors"],
+            "camera_reconnects": counters["reconnects"],
+            "discontinuities": counters["discontinuities"],
+            "source_late_blocks": counters["late_blocks"],
+            "source_dropped_blocks": counters["dropped_blocks"],
+            "source_behind_ms": round(counters["behind_us"] / 1000, 1),
+            "writer_waits": counters["writer_waits"],
+            "planes_captured": counters["committed"] - max(counters["first_plane"], 0),
+            "capture_alive": self.capture.alive if self.capture else False,
+            "subscribers": self.publisher.frame_subscribers if self.publisher else 0,
+            "publish_waits": self.publisher.send_waits if self.publisher else 0,
+            "capture_to_publish_ms_p50": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
+            "capture_to_publish_ms_p99": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
+            "control_requests": self.control.requests if self.control else 0,
+            "control_errors": self.control.errors if self.control else 0,
+        }
+
+    # -- control ----------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        cfg, rec = self.config, self.worker.reconstructor
+        return {
+            "stream_id": self.stream_id, "wire_version": WIRE_VERSION, "source": cfg.source.describe(),
+            "geometry": list(self.geometry.shape), "rate_hz": cfg.source.rate_hz, "method": rec.method.value,
+            "backend": rec.backend, "weights_id": rec.weights_id, "window": rec.window_planes,
+            "hop": self.worker.hop_planes, "policy": self.worker.policy.value, "dtype": cfg.dtype,
+            "deterministic": cfg.deterministic, "ring_planes": self.ring.capacity, "ring_bytes": self.ring.nbytes,
+            "ring_writer_policy": self.ring.policy.value, "pub": self.publisher.endpoint,
+            "control": self.control.endpoint, "frames_per_s_nominal": cfg.source.rate_hz / self.worker.hop_planes,
+        }
+
+    def health(self) -> dict[str, Any]:
+        now = now_ns()
+        writer_t = self.ring.get("writer_t_ns")
+        return {
+            "state": self.state, "capture_alive": self.capture.alive, "writer_state": self.ring.state.name.lower(),
+            "last_frame_age_s": None if self.last_frame_ns is None else (now - self.last_frame_ns) / 1e9,
+            "writer_age_s": None if not writer_t else (now - writer_t) / 1e9,
+            "uptime_s": (now - self.started_ns) / 1e9, "recent_events": list(self.events_log),
+        }
+
+    def apply_settings(self, params: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(params) - {"method", "window", "hop", "policy"})
+        if unknown:
+            raise ControlRequestError(f"cannot set {unknown}; settable keys are method, window, hop, policy")
+        method = params.get("method", self.worker.reconstructor.method.value)
+        if method not in METHOD_NAMES:
+            raise ControlRequestError(f"unknown method {method!r}; choose one of {', '.join(METHOD_NAMES)}")
+        hop = params.get("hop")
+        if hop is not None and (isinstance(hop, bool) or not isinstance(hop, int) or hop < 1):
+            raise ControlRequestError(f"hop must be a positive integer number of planes, got {hop!r}")
+        policy = params.get("policy")
+        if policy is not None and policy not in POLICY_NAMES:
+            raise ControlRequestError(f"policy must be one of {', '.join(POLICY_NAMES)}, got {policy!r}")
+        window = params.get("window")
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ControlRequestError(f"window must be a positive integer number of planes, got {window!r}")
+        reconstructor = None
+        if "method" in params or "window" in params:
+            try:
+                reconstructor = self._build_reconstructor(method, window)
+            except DaemonError as exc:
+                raise ControlRequestError(str(exc)) from None
+        try:
+            self.worker.configure(reconstructor=reconstructor, hop_planes=hop, policy=policy)
+        except ValueError as exc:
+            raise ControlRequestError(str(exc)) from None
+        applied = {"method": self.worker.reconstructor.method.value, "window": self.worker.window_planes,
+                   "hop": self.worker.hop_planes, "policy": self.worker.policy.value,
+                   "from_key_plane": self.worker.next_key}
+        log.info("control set: %s", applied)
+        return {"applied": applied}
+
+    def handle_control(self, cmd: str, params: dict[str, Any]) -> dict[str, Any]:
+        if cmd == "describe":
+            return self.describe()
+        if cmd == "health":
+            return self.health()
+        if cmd == "stats":
+            return {"stats": self.stats()}
+        if cmd == "set":
+            return self.apply_settings(params)
+        raise ControlRequestError(f"unknown command {cmd!r}")
+
+    # -- shutdown ---------------------------------------------------------------------------------
+    def shutdown(self, code: ExitCode) -> None:
+        reason = self._stop_reason or ("error" if code else "stopped")
+        natural_end = reason == "end-of-stream"
+        if self.state not in ("ended", "failed"):
+            self.state = "failed" if code else "stopping"
+        if self.capture is not None:
+            exit_code = self.capture.stop(timeout_s=0.3)
+            log.info("capture process exited with %s", exit_code)
+        if self.publisher is not None:
+            eos = EndOfStream(stream_id=self.stream_id, t_ns=now_ns(), last_seq=self.seq - 1, frames=self.seq,
+                              reason=reason)
+            for i in range(EOS_REPEATS):
+                if i:
+                    time.sleep(EOS_SPACING_S if natural_end else 0.01)
+                max_wait = END_FLUSH_S if natural_end else 0.05
+                self.publisher.send(encode_eos(replace(eos, t_ns=now_ns())), max_wait_s=max_wait)
+            log.info("published %d frames; end of stream (%s)", self.seq, reason)
+            self.publisher.close(linger_s=END_FLUSH_S if natural_end and self.config.deterministic else 0.0)
+        if self.control is not None:
+            self.control.close()
+        if self.context is not None:
+            self.context.term()
+        if self.ring is not None:
+            self.ring.close()

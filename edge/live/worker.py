@@ -1,0 +1,207 @@
+"""The reconstruction worker: windows out of the plane ring, through a ``Reconstructor``, into frames.
+
+Windows follow ``edge.reconstruction.windows`` exactly: the frame for key ``K`` uses planes
+``[K - N // 2, K - N // 2 + N)`` (``N`` = the method's window), and keys lie on the grid
+``first_plane + N // 2 + m * hop``. A deterministic replay of a file from plane 0 with hop ``E``
+therefore yields the keys of ``keys_every(n_planes, N, E)`` and the same frames as the offline
+``spike-edge reconstruct FILE --every E``.
+
+Policies (``WorkerPolicy``), explicit and counted:
+
+- ``all``: every window on the grid is reconstructed, in order; when several are ready they are
+  batched (up to ``max_batch``). The default for deterministic replay (with the ring's ``block``
+  writer policy nothing can be lost).
+- ``latest``: when more than one window is ready, skip to the newest complete one; the skipped
+  windows are counted (``skipped_windows``) and the next frame carries ``discontinuity``.
+
+Losses the worker cannot prevent (a live writer lapping it: ring overrun; a source that skipped
+planes) move the next key to the first grid key whose window is still intact; the planes lost
+are counted (``overrun_planes`` / ``source_gap_planes``) and the next frame has ``discontinuity``.
+
+``step()`` never blocks: it returns the frames of one batch, an empty list when no window is
+ready yet, or ``None`` when the source has ended and no further window can complete. Settings
+(method, window, hop, policy) change between batches through ``configure``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.reconstruction.backends.base import Reconstructor
+from edge.live.ring import OPEN, SpikeRing
+
+DEFAULT_HOP_PLANES = 40  # 1,000 frames/s at 40,000 planes/s
+DEFAULT_MAX_BATCH = 8
+
+
+class WorkerPolicy(str, enum.Enum):
+    LATEST = "latest"
+    ALL = "all"
+
+
+POLICY_NAMES = [p.value for p in WorkerPolicy]
+
+
+@dataclass(frozen=True)
+class WindowFrame:
+    """One reconstructed window with its per-stage times (monotonic ns)."""
+
+    key_plane: int
+    plane_start: int
+    plane_stop: int
+    image: np.ndarray
+    capture_t_ns: int  # newest plane of the window
+    dequeue_t_ns: int
+    infer_start_t_ns: int
+    infer_end_t_ns: int
+    discontinuity: bool
+
+
+class Worker:
+    """Turns ring planes into frames under an explicit policy (see the module docstring)."""
+
+    def __init__(self, ring: SpikeRing, reconstructor: Reconstructor, *, hop_planes: int = DEFAULT_HOP_PLANES,
+                 policy: WorkerPolicy | str = WorkerPolicy.ALL, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self.ring = ring
+        self.reconstructor = reconstructor
+        self.hop_planes = _check_hop(hop_planes)
+        self.policy = WorkerPolicy(policy)
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
+        self._check_window(reconstructor.window_planes)
+        self.next_key: int | None = None
+        self.skipped_windows = 0
+        self.overrun_planes = 0
+        self.source_gap_planes = 0
+        self.lost_windows = 0  # windows not produced because their planes were lost
+        self.windows = 0
+        self._discontinuity = False
+        self._buf = np.empty((0, ring.plane_bytes), dtype=np.uint8)
+        self._tbuf = np.empty(0, dtype=np.int64)
+
+    @property
+    def window_planes(self) -> int:
+        return self.reconstructor.window_planes
+
+    def _check_window(self, window_planes: int) -> None:
+        if window_planes + self.hop_planes > self.ring.capacity:
+            raise ValueError(
+                f"the ring holds {self.ring.capacity} planes; a {window_planes}-plane window with hop "
+                f"{self.hop_planes} needs at least {window_planes + self.hop_planes} (raise --ring-planes)"
+            )
+
+    def configure(self, *, reconstructor: Reconstructor | None = None, hop_planes: int | None = None,
+                  policy: WorkerPolicy | str | None = None) -> None:
+        """Apply new settings from the next window on; keys continue from the current grid position."""
+        hop = self.hop_planes if hop_planes is None else _check_hop(hop_planes)
+        window = (reconstructor or self.reconstructor).window_planes
+        if window + hop > self.ring.capacity:
+            raise ValueError(f"window {window} + hop {hop} planes do not fit the {self.ring.capacity}-plane ring")
+        new_policy = self.policy if policy is None else WorkerPolicy(policy)
+        self.hop_planes, self.policy = hop, new_policy
+        if reconstructor is not None:
+            self.reconstructor = reconstructor
+
+    # -- one step ---------------------------------------------------------------------------------
+    def step(self) -> list[WindowFrame] | None:
+        ring = self.ring
+        finished = ring.finished  # read first: once it says "done", no plane can arrive after the reads below
+        first_plane = ring.get("first_plane")
+        committed = ring.committed
+        if first_plane < 0:
+            return None if finished else []
+        n, hop = self.window_planes, self.hop_planes
+        half = n // 2
+        if self.next_key is None:
+            self.next_key = first_plane + half
+            if self.policy is WorkerPolicy.LATEST and committed - first_plane >= n:
+                # a live start: begin with the newest complete window on the grid
+                m = (committed - first_plane - n) // hop
+                self.next_key = first_plane + half + m * hop
+        start = self.next_key - half
+        oldest = committed - ring.capacity
+        if start < oldest:  # lapped by the writer: resume at the first intact window on the grid
+            self._lose(start, self._first_key_from(max(oldest, start) + hop) - half, overrun=True)
+            start = self.next_key - half
+        if committed < start + n:
+            return None if finished else []
+        ready = (committed - start - n) // hop + 1
+        if self.policy is WorkerPolicy.LATEST:
+            if ready > 1:
+                self.skipped_windows += ready - 1
+                self.next_key += (ready - 1) * hop
+                self._discontinuity = True
+                ring.release(self.next_key - half)
+            batch = 1
+        else:
+            batch = min(ready, self.max_batch, max(1, (ring.capacity - n) // hop + 1))
+        start = self.next_key - half
+        stop = start + (batch - 1) * hop + n
+        span = stop - start
+        if self._buf.shape[0] < span:
+            self._buf = np.empty((span, ring.plane_bytes), dtype=np.uint8)
+            self._tbuf = np.empty(span, dtype=np.int64)
+        buf, tbuf = self._buf[:span], self._tbuf[:span]
+        ok = ring.copy_range(start, stop, buf, tbuf)
+        dequeue_t_ns = time.monotonic_ns()
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            last_bad = start + int(bad[-1])
+            post = ring.last_post_stamps[bad]
+            overrun = bool(np.any((post == OPEN) | (post > start + bad)))  # else never delivered
+            self._lose(start, self._first_key_from(last_bad + 1) - half, overrun=overrun, n_bad=len(bad))
+            return []
+        if batch == 1:
+            windows = buf[None, :n]
+        else:
+            windows = np.lib.stride_tricks.as_strided(
+                buf, shape=(batch, n, ring.plane_bytes), strides=(hop * buf.strides[0], buf.strides[0], 1),
+                writeable=False)
+            if getattr(self.reconstructor, "backend", "numpy") != "numpy":
+                windows = np.ascontiguousarray(windows)
+        infer_start = time.monotonic_ns()
+        images = self.reconstructor.reconstruct(windows)
+        infer_end = time.monotonic_ns()
+        frames = []
+        for i in range(batch):
+            s = start + i * hop
+            frames.append(WindowFrame(
+                key_plane=s + half, plane_start=s, plane_stop=s + n, image=images[i],
+                capture_t_ns=int(tbuf[i * hop + n - 1]), dequeue_t_ns=dequeue_t_ns,
+                infer_start_t_ns=infer_start, infer_end_t_ns=infer_end,
+                discontinuity=self._discontinuity and i == 0))
+        self._discontinuity = False
+        self.windows += batch
+        self.next_key += batch * hop
+        ring.release(self.next_key - half)
+        return frames
+
+    def _first_key_from(self, plane: int) -> int:
+        """The first key on the current grid whose window starts at or after ``plane``."""
+        half, hop = self.window_planes // 2, self.hop_planes
+        start = self.next_key - half
+        if plane <= start:
+            return self.next_key
+        return self.next_key + -(-(plane - start) // hop) * hop
+
+    def _lose(self, start: int, new_start: int, *, overrun: bool, n_bad: int | None = None) -> None:
+        lost_planes = n_bad if n_bad is not None else new_start - start
+        if overrun:
+            self.overrun_planes += lost_planes
+        else:
+            self.source_gap_planes += lost_planes
+        self.lost_windows += (new_start - start) // self.hop_planes
+        self.next_key = new_start + self.window_planes // 2
+        self._discontinuity = True
+        self.ring.release(new_start)
+
+
+def _check_hop(hop_planes) -> int:
+    if isinstance(hop_planes, bool) or not isinstance(hop_planes, (int, np.integer)) or hop_planes < 1:
+        raise ValueError(f"hop must be a positive integer number of planes, got {hop_planes!r}")
+    return int(hop_planes)

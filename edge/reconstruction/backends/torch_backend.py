@@ -1,0 +1,137 @@
+"""LRN / STIR on torch: CPU fp32 (channels_last, inference mode) and CUDA fp16 (channels_last, CUDA graphs).
+
+``TorchReconstructor.reconstruct(packed uint8 (B, T, plane_bytes)) -> float32 (B, H, W)``: the packed
+bytes go to the device as they are (8x less traffic than unpacked planes), are unpacked there
+(``edge.reconstruction.backends.torch_unpack``), voxelised (LRN) and fed to the network; STIR pads and crops inside
+its ``forward``.
+
+On CUDA the whole chain (unpack, voxelise, network) for a given batch size is captured once into a
+CUDA graph and replayed: one host-to-device copy into a static input buffer, one replay, one
+device-to-host copy. Network input is cast to fp16 after unpacking and voxelising (counts 0..4 are
+exact in fp16); STIR's warps run in fp32 (see ``edge.reconstruction.models.stir``). The output is returned as
+float32.
+
+Design: ``torch.compile`` (inductor with weight freezing) is a further ~1.4-2x on the CPU for STIR
+but compiles for one to two minutes on two cores, so it is opt-in (``compile=True``, used by
+``spike-edge bench reconstruct --compile``) rather than a start-up cost for every user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge.reconstruction.backends.base import Device, check_windows
+from edge.reconstruction.backends.networks import prepare_torch
+from edge.reconstruction.methods import Method
+from edge.reconstruction.models import ModelName, Precision
+from firmware_io.contract import Geometry
+
+
+@dataclass
+class _Graph:
+    graph: Any
+    static_in: torch.Tensor
+    static_out: torch.Tensor
+
+
+@dataclass
+class TorchReconstructor:
+    module: Any  # an nn.Module or a TorchScript module taking the network input
+    model: ModelName
+    geometry: Geometry
+    window_planes: int
+    weights_id: str
+    device: Device = Device.CPU
+    precision: Precision = Precision.FP32
+    channels_last: bool = True
+    cuda_graphs: bool = True
+    compiled: bool = False
+    convert_module: bool = True  # False for prebuilt modules (TorchScript / TensorRT), used as loaded
+    label: str | None = None  # backend string override, e.g. "tensorrt-fp16"
+    _graphs: dict[int, _Graph] = field(default_factory=dict, init=False, repr=False)
+    _pinned: dict[int, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.method = Method(self.model.value)
+        self._torch_device = torch.device("cuda" if self.device is Device.CUDA else "cpu")
+        if self.device is Device.CPU and self.precision is not Precision.FP32:
+            raise ValueError("the torch CPU backend runs fp32 only (fp16 convolutions are slow on CPUs)")
+        self._dtype = torch.float16 if self.precision is Precision.FP16 else torch.float32
+        if self.convert_module:
+            self.module = self.module.eval().to(self._torch_device, dtype=self._dtype)
+            if self.channels_last:
+                self.module = self.module.to(memory_format=torch.channels_last)
+        self.backend = self.label or (
+            f"torch-{self.device.value}-{self.precision.value}" + ("-compiled" if self.compiled else ""))
+
+    @classmethod
+    def from_network(cls, loaded, geometry: Geometry, device: Device, *, precision: Precision | None = None,
+                     compile: bool = False) -> "TorchReconstructor":
+        if precision is None:
+            precision = Precision.FP16 if device is Device.CUDA else Precision.FP32
+        rec = cls(loaded.model, loaded.name, geometry, loaded.window_planes, loaded.weights_id, device, precision,
+                  compiled=compile)
+        if compile:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+            rec.module = torch.compile(rec.module)
+        return rec
+
+    # -- the computation ---------------------------------------------------------------------
+
+    def _forward(self, packed: torch.Tensor) -> torch.Tensor:
+        x = prepare_torch(self.model, packed, self.geometry).to(self._dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.module(x)[:, 0].float()
+
+    def run_tensor(self, packed: torch.Tensor) -> torch.Tensor:
+        """Packed windows already on the device -> float32 images ``(B, H, W)`` on the device."""
+        with torch.inference_mode():
+            return self._forward(packed)
+
+    def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray:
+        windows = check_windows(packed_windows, self.window_planes, self.geometry)
+        if self.device is Device.CUDA and self.cuda_graphs:
+            return self._reconstruct_graph(windows)
+        # torch wants writable memory; windows may be read-only views of a memory-mapped file
+        packed = torch.from_numpy(np.require(windows, requirements=("C", "W"))).to(self._torch_device)
+        with torch.inference_mode():
+            return self._forward(packed).cpu().numpy()
+
+    # -- CUDA graphs ---------------------------------------------------------------------------
+
+    def _capture(self, batch: int) -> _Graph:
+        static_in = torch.zeros((batch, self.window_planes, self.geometry.plane_bytes), dtype=torch.uint8,
+                                device=self._torch_device)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode():
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm-up: cuDNN algorithm selection and allocator pools
+                    self._forward(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._forward(static_in)
+        return _Graph(graph, static_in, static_out)
+
+    def _reconstruct_graph(self, windows: np.ndarray) -> np.ndarray:
+        batch = len(windows)
+        entry = self._graphs.get(batch)
+        if entry is None:
+            entry = self._graphs[batch] = self._capture(batch)
+            self._pinned[batch] = torch.empty(entry.static_in.shape, dtype=torch.uint8).pin_memory()
+        pinned = self._pinned[batch]
+        pinned.numpy()[...] = windows
+        entry.static_in.copy_(pinned, non_blocking=True)
+        entry.graph.replay()
+        return entry.static_out.cpu().numpy()  # .cpu() synchronises the stream
+
+
+__all__ = ["TorchReconstructor"]

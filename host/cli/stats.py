@@ -1,0 +1,104 @@
+"""``spike-host stats URL``: frames/s, per-stage latency percentiles and drops of a stream."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from firmware_io.exits import ExitCode, fail
+from host import stats as stream_stats
+from host.cli.common import subscriber_counters, dumps, open_subscriber
+from host.record import columns_from_rows, frame_row
+from host.subscriber import Subscriber
+
+
+def _daemon_counters(rows: list[dict[str, Any]], sub: Subscriber) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ring_overrun_planes": sub.stats.ring_overrun_planes,
+        "worker_skipped_windows": sub.stats.worker_skipped_windows,
+        "discontinuities": sub.stats.discontinuities,
+    }
+    if rows and all(r["stream_id"] == rows[0]["stream_id"] for r in rows):
+        for name in ("ring_overrun_planes", "worker_skipped_windows"):
+            out[f"{name}_during"] = int(rows[-1][name]) - int(rows[0][name])
+    out["heartbeat_stats"] = sub.last_heartbeat.stats if sub.last_heartbeat is not None else None
+    return out
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:8.2f}"
+
+
+def _print_stats_table(report: dict[str, Any]) -> None:
+    fps = report["fps"]
+    click.echo(
+        f"{report['url']}: {report['frames']} frames in {report['duration_s']:.1f} s "
+        f"({report['frames_measured']} after {report['warmup_s']:g} s warm-up), "
+        f"{'-' if fps is None else f'{fps:.1f}'} fps"
+    )
+    click.echo(f"{'stage (ms)':<24}{'n':>7}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}")
+    for name, s in report["latency_ms"].items():
+        click.echo(
+            f"{name:<24}{s['n']:>7}{_fmt_ms(s['p50_ms']):>9}{_fmt_ms(s['p90_ms']):>9}"
+            f"{_fmt_ms(s['p99_ms']):>9}{_fmt_ms(s['max_ms']):>9}"
+        )
+    d, sub = report["daemon"], report["subscriber"]
+    click.echo(
+        f"daemon drops: ring overrun {d['ring_overrun_planes']} planes, worker skipped "
+        f"{d['worker_skipped_windows']} windows, {d['discontinuities']} discontinuities"
+    )
+    click.echo(
+        f"subscriber: gaps {sub['gaps']} ({sub['lost_frames']} frames lost), malformed {sub['malformed']}, "
+        f"reconnects {sub['reconnects']}, stream restarts {sub['stream_restarts']}; "
+        f"heartbeats {report['heartbeats']}; end of stream: {'yes' if report['eos'] else 'no'}"
+    )
+
+
+@click.command()
+@click.argument("url")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="How long to measure (stops earlier at end-of-stream).")
+@click.option("--warmup-s", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Frames received this long after the first one are excluded from fps and latency.")
+@click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Fail if nothing at all (not even a heartbeat) arrives within this.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def stats(url: str, seconds: float, warmup_s: float, timeout_s: float, as_json: bool) -> None:
+    """Measure fps, per-stage latency (p50/p90/p99/max), drops and gaps of the stream at URL."""
+    rows: list[dict[str, Any]] = []
+    eos = False
+    start = time.monotonic()
+    with open_subscriber(url, topics=("frame", "eos")) as sub:
+        try:
+            while True:
+                now = time.monotonic()
+                if now - start >= seconds:
+                    break
+                if sub.last_message_t is None and now - start >= timeout_s:
+                    break
+                item = sub.next(min(seconds - (now - start), 0.25))
+                if item is None:
+                    continue
+                if item.kind == "frame":
+                    rows.append(frame_row(item))
+                elif item.kind == "eos":
+                    eos = True
+                    break
+        except KeyboardInterrupt:
+            pass
+        duration_s = time.monotonic() - start
+        if sub.last_message_t is None:
+            fail(f"nothing arrived from {url} within {min(timeout_s, seconds):g} s (no frames, no heartbeats); "
+                 f"is `spike-edge run` publishing there?", ExitCode.NO_STREAM)
+        report = {"url": url, "duration_s": duration_s}
+        report.update(stream_stats.stream_report(columns_from_rows(rows), warmup_s))
+        report["daemon"] = _daemon_counters(rows, sub)
+        report["subscriber"] = subscriber_counters(sub)
+        report["heartbeats"] = sub.stats.heartbeats
+        report["eos"] = eos
+    if as_json:
+        click.echo(dumps(report))
+    else:
+        _print_stats_table(report)

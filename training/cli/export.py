@@ -1,0 +1,38 @@
+"""``spike-train export``: write an engine directory (artifact + manifest.json) for LRN or STIR.
+
+The artifact logic lives in ``edge.reconstruction.engines``; this module is only the command line. Engines are
+built here, explicitly, for one input geometry; ``spike-edge reconstruct --engine DIR`` loads them.
+"""
+
+from __future__ import annotations
+
+import click
+
+from edge.reconstruction.models import EXPORT_FORMATS, MODEL_NAMES, PRECISIONS
+from firmware_io.exits import fail
+
+
+@click.command("export")
+@click.option("--model", "model", type=click.Choice(MODEL_NAMES), required=True, help="Network to export.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Weights (.pt/.pth); defaults to the packaged weights when present.")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True, help="Artifact format.")
+@click.option("--height", type=click.IntRange(min=1), required=True, help="Input height in pixels.")
+@click.option("--width", type=click.IntRange(min=1), required=True, help="Input width in pixels.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--opset", type=click.IntRange(min=16), default=18, show_default=True, help="ONNX opset (>= 16 for GridSample).")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Engine directory to create.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out directory.")
+def export(model, checkpoint, fmt, height, width, precision, opset, out, overwrite) -> None:
+    """Export a network for one input size to an engine directory."""
+    from edge.reconstruction.backends.base import BackendUnavailable
+    from edge.reconstruction.engines import export_engine
+    from firmware_io.contract import Geometry
+
+    try:
+        path = export_engine(model, checkpoint, fmt, Geometry(height, width), out, precision=precision,
+                             opset=opset, overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError, BackendUnavailable) as exc:
+        fail(str(exc))
+    click.echo(f"wrote {path} ({fmt}, {model}, {height}x{width}, {precision})")
+
