@@ -20,7 +20,7 @@ closed; ``ERROR`` once when reading an input frame fails (the message names it),
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -149,30 +149,15 @@ def source_from_scene(
     seed: int = 0,
     speed: float = 1.0,
     planes_per_frame: int = DEFAULT_SCENE_PLANES_PER_FRAME,
-    block_planes: int = DEFAULT_BLOCK_PLANES,
-    n_planes: int | None = None,
-    realtime: bool = False,
-    rate_hz: float = DEFAULT_RATE_HZ,
-    params: SimParams = SimParams(),
-    noise: NoiseParams | NoisePreset | str | None = None,
+    **source_options: Any,
 ) -> SimulatorSource:
     """A ``SimulatorSource`` over a built-in scene (endless unless ``n_planes``).
 
     ``scene`` is a ``SceneName`` or its value (``shapes``, ``pan``, ``rotate``, ``text``); ``seed``
     seeds both the scene and the sensor; ``speed`` scales scene motion (about one pixel per input
     frame at 1.0, i.e. ``planes_per_frame=20`` ticks). Defaults give REDS_BASE's rate of
-    0.6 x intensity with no noise.
+    0.6 x intensity with no noise. ``source_options`` are ``SimulatorSource``'s (``block_planes``,
+    ``n_planes``, ``realtime``, ``rate_hz``, ``params``, ``noise``).
     """
     frames = scene_frames(scene, geometry, seed=seed, speed=speed)
-    return SimulatorSource(
-        frames,
-        geometry,
-        planes_per_frame=planes_per_frame,
-        block_planes=block_planes,
-        n_planes=n_planes,
-        realtime=realtime,
-        rate_hz=rate_hz,
-        params=params,
-        noise=noise,
-        seed=seed,
-    )
+    return SimulatorSource(frames, geometry, planes_per_frame=planes_per_frame, seed=seed, **source_options)
