@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from firmware_io.atomic import temp_beside
+from firmware_io.atomic import atomic_path
 
 
 class CompilerNotFoundError(RuntimeError):
@@ -56,14 +56,10 @@ def build_shared(name: str, sources: Sequence[Path], cflags: Sequence[str], *, i
     target = folder / f"{name}-{digest.hexdigest()[:16]}.so"
     if target.exists():
         return target
-    tmp = temp_beside(target, suffix=".so")
     include_flags = [flag for path in {p.parent for p in include} for flag in ("-I", str(path))]
-    argv = [*compiler, *cflags, "-shared", "-fPIC", *include_flags, "-o", str(tmp), *map(str, sources)]
-    try:
+    with atomic_path(target, suffix=".so") as tmp:
+        argv = [*compiler, *cflags, "-shared", "-fPIC", *include_flags, "-o", str(tmp), *map(str, sources)]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"building {name} failed ({shlex.join(argv)}):\n{result.stderr}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target

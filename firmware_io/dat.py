@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_io.bitpack import pack_planes, unpack_planes
-from firmware_io.atomic import temp_beside
+from firmware_io.atomic import PendingFile
 from firmware_io.plane_range import PlaneRangeReader
 from firmware_io.contract import DEFAULT_GEOMETRY, FormatError, Geometry
 
@@ -100,17 +100,17 @@ class DatReader(PlaneRangeReader):
 class DatWriter:
     """Streams planes to a ``.dat`` file; the file appears under its name only when closed cleanly.
 
-    Writes go to a temporary file in the same folder, which ``close`` flushes, fsyncs and renames
-    into place. Leaving the ``with`` block by an exception removes the temporary file instead.
+    Writes go to a ``firmware_io.atomic.PendingFile`` beside the target, which ``close`` commits
+    (fsynced, renamed into place). Leaving the ``with`` block by an exception removes it instead.
     """
 
     def __init__(self, path: str | os.PathLike, geometry: Geometry = DEFAULT_GEOMETRY) -> None:
         self.path = Path(path)
         self.geometry = geometry
         self.n_planes = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp_path = temp_beside(self.path)
-        self._file = open(self._tmp_path, "wb")
+        self._pending = PendingFile(self.path)
+        with self._pending.guard():
+            self._file = open(self._pending.path, "wb")
 
     def write_packed(self, packed: np.ndarray) -> None:
         packed = np.asarray(packed)
@@ -134,15 +134,14 @@ class DatWriter:
     def close(self) -> None:
         if self._file.closed:
             return
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._tmp_path, self.path)
+        with self._pending.guard():
+            self._file.close()
+        self._pending.commit()
 
     def abort(self) -> None:
         if not self._file.closed:
             self._file.close()
-        self._tmp_path.unlink(missing_ok=True)
+        self._pending.abort()
 
     def __enter__(self) -> "DatWriter":
         return self

@@ -3,7 +3,7 @@
 Raw values go to ``.npy`` untouched (float32 ``(frames, H, W)``). Pictures are display-normalised:
 each frame is min-max scaled to 0..255 (a constant frame becomes black), so networks
 with unbounded output and TFI's 1/interval values are all viewable. Every file is written under a
-temporary name and renamed into place.
+temporary name and renamed into place (``firmware_io.atomic``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_io.atomic import temp_beside
+from firmware_io.atomic import PendingFile, atomic_path
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".gif")
 
@@ -27,17 +27,16 @@ def to_display_u8(frame: np.ndarray) -> np.ndarray:
     return np.clip((frame - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
 
 
-def _atomic_target(path: Path) -> Path:
-    return temp_beside(path, suffix=path.suffix)  # keep the suffix: writers pick the format from it
+def _pending(path: Path) -> PendingFile:
+    return PendingFile(path, suffix=path.suffix)  # keep the suffix: writers pick the format from it
 
 
 def write_png(path: str | os.PathLike, frame: np.ndarray) -> Path:
     from PIL import Image
 
     path = Path(path)
-    tmp = _atomic_target(path)
-    Image.fromarray(to_display_u8(frame), mode="L").save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        Image.fromarray(to_display_u8(frame), mode="L").save(tmp, format="PNG")
     return path
 
 
@@ -50,11 +49,12 @@ class VideoWriter:
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise RuntimeError("writing video needs the 'video' extra: pip install 'spike-edge[video]'") from exc
         self.path = Path(path)
-        self._tmp = _atomic_target(self.path)
+        self._pending = _pending(self.path)
         kwargs = {"fps": fps}
         if self.path.suffix.lower() in (".mp4", ".mkv", ".avi"):
             kwargs.update(codec="libx264", quality=8, macro_block_size=1, pixelformat="yuv420p")
-        self._writer = imageio.get_writer(self._tmp, **kwargs)
+        with self._pending.guard():
+            self._writer = imageio.get_writer(self._pending.path, **kwargs)
         self.n_frames = 0
 
     def append(self, frame: np.ndarray) -> None:
@@ -65,12 +65,15 @@ class VideoWriter:
         self.n_frames += 1
 
     def close(self) -> None:
-        self._writer.close()
-        os.replace(self._tmp, self.path)
+        with self._pending.guard():
+            self._writer.close()
+        self._pending.commit()
 
     def abort(self) -> None:
-        self._writer.close()
-        self._tmp.unlink(missing_ok=True)
+        try:
+            self._writer.close()
+        finally:
+            self._pending.abort()
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -82,7 +85,7 @@ class VideoWriter:
 class FrameSink:
     """Streams frames one at a time to ``.npy`` (raw float32), a PNG folder, a single ``.png`` or video.
 
-    The ``.npy`` file is written through a memory map under a temporary name and renamed on ``close``,
+    The ``.npy`` file is written through a memory map of a ``PendingFile`` committed on ``close``,
     so memory stays bounded whatever the number of frames; ``abort`` leaves nothing behind.
     """
 
@@ -93,8 +96,10 @@ class FrameSink:
         suffix = self.out.suffix.lower()
         self._npy = self._video = None
         if suffix == ".npy":
-            self._tmp = _atomic_target(self.out)
-            self._npy = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.float32, shape=(n_frames, *shape))
+            self._pending = _pending(self.out)
+            with self._pending.guard():
+                self._npy = np.lib.format.open_memmap(self._pending.path, mode="w+", dtype=np.float32,
+                                                      shape=(n_frames, *shape))
         elif suffix == ".png":
             if n_frames != 1:
                 raise ValueError(f"{self.out} is a single PNG but there are {n_frames} frames; give a folder or .mp4")
@@ -123,7 +128,7 @@ class FrameSink:
             self._npy.flush()
             del self._npy
             self._npy = None
-            os.replace(self._tmp, self.out)
+            self._pending.commit()
         elif self._video is not None:
             self._video.close()
         return self.out
@@ -132,7 +137,7 @@ class FrameSink:
         if self._npy is not None:
             del self._npy
             self._npy = None
-            self._tmp.unlink(missing_ok=True)
+            self._pending.abort()
         elif self._video is not None:
             self._video.abort()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_io.atomic import atomic_path
 from firmware_io.bitpack import pack_planes
 from firmware_io.plane_range import PlaneRangeReader
 from firmware_io.contract import FormatError, Geometry
@@ -59,7 +60,6 @@ def write_uhsr_npz(path: str | os.PathLike, planes: np.ndarray, label: int, labe
     planes = np.asarray(planes, dtype=np.uint8)
     if planes.ndim != 3:
         raise ValueError(f"planes must be (T, H, W), got {planes.shape}")
-    tmp = path.with_name(f".{path.name}.part.npz")
-    np.savez(tmp, spk=planes, label=np.int64(label), label_name=np.str_(label_name))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, spk=planes, label=np.int64(label), label_name=np.str_(label_name))
     return path

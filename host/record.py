@@ -29,7 +29,7 @@ import numpy as np
 
 from firmware_io.frame_files import VIDEO_SUFFIXES, VideoWriter
 from edge.protocol.wire import FrameHeader, int_fields
-from firmware_io.atomic import temp_beside
+from firmware_io.atomic import atomic_path
 
 from .subscriber import Received
 
@@ -130,14 +130,8 @@ class NpzRecorder(_RecorderBase):
             return
         self._done = True
         frames = np.stack(self._frames) if self._frames else np.zeros((0, 0, 0), dtype=np.float32)
-        tmp = temp_beside(self.path)
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, frames=frames, **columns_from_rows(self._rows))
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_path(self.path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, frames=frames, **columns_from_rows(self._rows))
 
     def abort(self) -> None:
         self._done = True
@@ -145,7 +139,8 @@ class NpzRecorder(_RecorderBase):
 
 
 class FolderRecorder(_RecorderBase):
-    """Crash-safe folder: ``frame_XXXXXX.npy`` files plus an append-only, flushed ``frames.jsonl``."""
+    """Crash-safe folder: ``frame_XXXXXX.npy`` files plus an append-only, flushed ``frames.jsonl``
+    (``fsync=True`` also fsyncs each frame file and index line, for power cuts)."""
 
     def __init__(self, path: str | os.PathLike, *, fsync: bool = False) -> None:
         self.path = Path(path)
@@ -164,10 +159,8 @@ class FolderRecorder(_RecorderBase):
         row = frame_row(item)
         name = FOLDER_FRAME.format(self.n_frames)
         target = self.path / name
-        tmp = temp_beside(target)
-        with open(tmp, "wb") as f:
+        with atomic_path(target, fsync=self._fsync) as tmp, open(tmp, "wb") as f:
             np.save(f, np.asarray(item.image), allow_pickle=False)
-        os.replace(tmp, target)
         row["file"] = name
         self._index.write(json.dumps(row, separators=(",", ":")) + "\n")
         self._index.flush()

@@ -1,43 +1,51 @@
-"""Shared fixtures: the sample data beside the checkout (skipped cleanly where absent), the fake
-SpikeLink SDK, and daemons."""
+"""Shared fixtures: the sample data beside the checkout, as ``tests/fixtures_catalogue.py`` lists it
+(digests checked once per session; skipped cleanly where absent), the fake SpikeLink SDK, and daemons."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from fixtures_catalogue import LRN_CHECKPOINT, REDSBASE_CLIPS, SHARED_DATA, SHARED_DATA_ENV, SampleFile, verify
+
 if TYPE_CHECKING:
     from daemon_harness import Daemon
-
-SHARED_DATA = Path(os.environ.get("SPIKE_EDGE_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared sample data not found at {SHARED_DATA}")
+        pytest.skip(f"shared sample data not found at {SHARED_DATA} (set {SHARED_DATA_ENV} to the folder holding it)")
     return SHARED_DATA
 
 
 @pytest.fixture(scope="session")
-def redsbase_clips(shared_data: Path) -> list[tuple[Path, Path]]:
-    """(spike .dat, ground-truth .png) pairs from ../shared/data/redsbase."""
-    folder = shared_data / "redsbase"
-    clips = [(dat, dat.with_suffix(".png")) for dat in sorted(folder.glob("*.dat")) if dat.with_suffix(".png").exists()]
-    if not clips:
-        pytest.skip(f"no .dat/.png pairs in {folder}")
-    return clips
+def verified_samples(shared_data: Path) -> dict[str, Path]:
+    """The catalogued files present under ``shared_data`` (by relative path), each checked against its
+    sha256 once per session; a file with other bytes fails every test that uses the samples."""
+    present, problems = verify(shared_data)
+    if problems:
+        pytest.fail("shared sample data differs from tests/fixtures_catalogue.py:\n" + "\n".join(problems), pytrace=False)
+    return present
+
+
+def _sample(samples: dict[str, Path], sample: SampleFile) -> Path:
+    if sample.relpath not in samples:
+        pytest.skip(f"{sample.kind.value} not found at {sample.path()} (set {SHARED_DATA_ENV} to the folder holding it)")
+    return samples[sample.relpath]
 
 
 @pytest.fixture(scope="session")
-def lrn_checkpoint(shared_data: Path) -> Path:
-    path = shared_data / "checkpoints" / "LRN_CALTECH.pth"
-    if not path.exists():
-        pytest.skip(f"official LRN checkpoint not found at {path}")
-    return path
+def redsbase_clips(verified_samples: dict[str, Path]) -> list[tuple[Path, Path]]:
+    """(spike .dat, ground-truth .png) pairs of ``fixtures_catalogue.REDSBASE_CLIPS`` (geometry: ``REDSBASE_SHAPE``)."""
+    return [(_sample(verified_samples, clip.dat), _sample(verified_samples, clip.png)) for clip in REDSBASE_CLIPS]
+
+
+@pytest.fixture(scope="session")
+def lrn_checkpoint(verified_samples: dict[str, Path]) -> Path:
+    return _sample(verified_samples, LRN_CHECKPOINT)
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ from training.datasets import (
     training_source,
 )
 from edge.reconstruction.models import MODEL_NAMES
+from firmware_io.atomic import atomic_path, write_text_atomic
 from training.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -290,17 +291,11 @@ def validate(net, samples: list[SpikeSample], device) -> tuple[float, float]:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` through ``firmware_io.atomic``: the file appears whole or not at all."""
     import torch
 
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def plain_state_dict(net) -> dict:
@@ -541,7 +536,7 @@ def fit(config: FitConfig) -> FitResult:
             "last_loss": result.last_loss, "wall_s": round(time.monotonic() - t0, 1),
             "replica_max_abs_diff": diff, "config": dataclasses.asdict(config),
         }
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     if info.enabled:
         import torch.distributed as dist
 

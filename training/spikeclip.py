@@ -238,7 +238,8 @@ def run_spikeclip(config: SpikeClipConfig, clip_model=None, tokenizer=None) -> d
     from tqdm import tqdm
 
     from edge.reconstruction.models.checkpoints import build_network, load_strict, read_state_dict
-    from training.fit import atomic_torch_save, atomic_write_text, plain_state_dict
+    from firmware_io.atomic import write_text_atomic
+    from training.fit import atomic_torch_save, plain_state_dict
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -340,7 +341,7 @@ def run_spikeclip(config: SpikeClipConfig, clip_model=None, tokenizer=None) -> d
         "wall_s": round(time.monotonic() - t0, 1),
         "weights": str(out / "lrn_spikeclip.pt"),
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     summary["history"] = history
     return summary
 

@@ -16,6 +16,7 @@ from edge.cli.common import open_recording_or_fail, recording_options
 from edge.reconstruction.backends import BackendName, BackendUnavailable, Device, make_reconstructor
 from edge.reconstruction.methods import METHOD_NAMES
 from edge.reconstruction.windows import check_window_fits, default_key, keys_every, window_range
+from firmware_io.atomic import Terminated, sigterm_as_exception
 from firmware_io.exits import ExitCode, fail
 from firmware_io.frame_files import FrameSink
 
@@ -60,7 +61,7 @@ def reconstruct(file, method, window, key, every, out, height, width, with_head,
             fail(str(exc))
         click.echo(f"{method}: {len(keys)} frame(s), window {window_planes} planes, backend {recon.backend}", err=True)
         try:
-            with FrameSink(out, len(keys), rec.geometry.shape, fps=fps) as sink:
+            with sigterm_as_exception(), FrameSink(out, len(keys), rec.geometry.shape, fps=fps) as sink:
                 for i in range(0, len(keys), batch):
                     batch_keys = keys[i : i + batch]
                     windows = np.stack([rec.packed(*window_range(k, window_planes)) for k in batch_keys])
@@ -68,5 +69,7 @@ def reconstruct(file, method, window, key, every, out, height, width, with_head,
                         sink.append(frame)
         except (ValueError, RuntimeError) as exc:
             fail(str(exc))
+        except Terminated as exc:
+            fail(f"{exc} before {out} was complete", ExitCode.INCOMPLETE)
     click.echo(json.dumps({"out": str(out), "frames": len(keys), "first_key": keys[0], "last_key": keys[-1],
                            "window": window_planes, "method": method, "backend": recon.backend}))

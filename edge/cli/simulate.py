@@ -10,7 +10,8 @@ from dataclasses import replace
 import click
 
 from firmware_io.contract import DEFAULT_HEIGHT, DEFAULT_WIDTH, Geometry
-from firmware_io.exits import fail
+from firmware_io.atomic import Terminated, sigterm_as_exception
+from firmware_io.exits import ExitCode, fail
 from firmware_io.scenes import SceneName
 from firmware_io.simulator import DEFAULT_GAIN, DEFAULT_THRESHOLD, NoisePreset
 
@@ -86,7 +87,7 @@ def simulate(scene, images_dir, video_file, out_path, planes, height, width, thr
         simulator = SpikeSimulator(geometry, params, noise_params, seed)
         stream = FrameStream(simulator, frames, npf)
         started = time.perf_counter()
-        with DatWriter(out_path, geometry) as writer:
+        with sigterm_as_exception(), DatWriter(out_path, geometry) as writer:
             while planes is None or writer.n_planes < planes:
                 want = CHUNK_PLANES if planes is None else min(CHUNK_PLANES, planes - writer.n_planes)
                 chunk = stream.read(want, packed=True)
@@ -97,6 +98,8 @@ def simulate(scene, images_dir, video_file, out_path, planes, height, width, thr
         seconds = time.perf_counter() - started
     except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
         fail(str(exc))
+    except Terminated as exc:
+        fail(f"{exc} before {out_path} was complete", ExitCode.INCOMPLETE)
     summary = {
         "out": str(out_path),
         "planes": written,

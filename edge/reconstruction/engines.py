@@ -24,14 +24,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device
 from edge.reconstruction.models import ExportFormat, ModelName, Precision
+from firmware_io.atomic import atomic_dir
 from firmware_io.contract import Geometry
 
 MANIFEST_NAME = "manifest.json"
@@ -96,9 +95,7 @@ def export_engine(model: str | ModelName, checkpoint: str | Path | None, fmt: st
         raise ValueError("an fp16 TorchScript artifact is traced on a GPU; none is present")
     loaded = load_network(model, checkpoint)
     shape = network_input_shape(model, loaded.window_planes, geometry)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         artifact = tmp / ARTIFACT_FILES[fmt]
         net = loaded.model.eval()
         if fmt is ExportFormat.ONNX:
@@ -136,12 +133,6 @@ def export_engine(model: str | ModelName, checkpoint: str | Path | None, fmt: st
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -1,11 +1,9 @@
-"""Helpers shared by the ``spike-host`` commands: JSON output, opening a subscriber, SIGTERM handling."""
+"""Helpers shared by the ``spike-host`` commands: JSON output, opening a subscriber (SIGTERM handling is
+``firmware_io.atomic.sigterm_as_exception``, shared with ``spike-edge``)."""
 
 from __future__ import annotations
 
 import json
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -35,26 +33,6 @@ def open_subscriber(url: str, **kwargs: Any) -> Subscriber:
         return Subscriber(url, **kwargs)
     except (ValueError, zmq.ZMQError) as exc:
         raise click.BadParameter(f"{exc} (expected e.g. {DEFAULT_STREAM_URL})", param_hint="URL") from exc
-
-
-class Terminated(Exception):
-    """SIGTERM, turned into an exception so recordings are closed properly."""
-
-
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. click's CliRunner in a thread)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def subscriber_counters(sub: Subscriber) -> dict[str, Any]:

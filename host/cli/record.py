@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from firmware_io.exits import ExitCode, fail
-from host.cli.common import subscriber_counters, Terminated, dumps, open_subscriber, sigterm_raises
+from firmware_io.atomic import Terminated, sigterm_as_exception
+from host.cli.common import subscriber_counters, dumps, open_subscriber
 from host.record import RecordingError, open_recorder
 
 
@@ -33,7 +34,7 @@ def record(url: str, out: Path, n_frames: int | None, seconds: float | None, tim
     error: str | None = None
     start = time.monotonic()
     first_frame_t: float | None = None
-    with open_subscriber(url, topics=("frame", "eos")) as sub, sigterm_raises():
+    with open_subscriber(url, topics=("frame", "eos")) as sub, sigterm_as_exception():
         try:
             while stop_reason is None:
                 now = time.monotonic()

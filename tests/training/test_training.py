@@ -268,8 +268,11 @@ def test_spikeclip_recipe_runs_on_tiny_clip(tmp_path):
 def _independent_tfp_psnr(dat: Path, png: Path, window: int) -> float:
     from PIL import Image
 
-    raw = np.fromfile(dat, dtype=np.uint8).reshape(-1, 250 * 400 // 8)
-    planes = np.unpackbits(raw, axis=1, bitorder="little").reshape(-1, 250, 400)[:, ::-1, :]
+    from fixtures_catalogue import REDSBASE_SHAPE
+
+    height, width = REDSBASE_SHAPE
+    raw = np.fromfile(dat, dtype=np.uint8).reshape(-1, height * width // 8)
+    planes = np.unpackbits(raw, axis=1, bitorder="little").reshape(-1, height, width)[:, ::-1, :]
     key = planes.shape[0] // 2
     start = key - window // 2
     rate = planes[start : start + window].astype(np.float64).mean(axis=0)

@@ -593,24 +593,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    from firmware_io.atomic import temp_beside
-
-    tmp = temp_beside(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_results(report: dict[str, Any], out: str | os.PathLike) -> tuple[Path, Path]:
     """The JSON report at ``out`` and its Markdown summary beside it (same name, ``.md``), each atomic."""
+    from firmware_io.atomic import write_text_atomic
+
     out = Path(out)
     md = out.with_suffix(".md")
-    _write_atomic(out, json.dumps(report, indent=2) + "\n")
-    _write_atomic(md, render_markdown(report))
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(md, render_markdown(report))
     return out, md
 
 

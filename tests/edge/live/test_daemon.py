@@ -105,8 +105,10 @@ def replay_clip(request, tmp_path):
     if request.param == "simulated":
         geometry = Geometry(48, 80)
         return write_clip(tmp_path / "clip.dat", geometry, 1234), geometry
+    from fixtures_catalogue import REDSBASE_SHAPE
+
     clips = request.getfixturevalue("redsbase_clips")
-    return clips[0][0], Geometry(250, 400)
+    return clips[0][0], Geometry(*REDSBASE_SHAPE)
 
 
 def test_deterministic_replay_equals_offline(replay_clip, start_daemon, tmp_path):

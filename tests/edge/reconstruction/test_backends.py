@@ -53,7 +53,9 @@ def eager(net, planes: np.ndarray, lrn: bool) -> np.ndarray:
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS, ids=lambda b: b.value)
 def test_lrn_backends_agree_on_redsbase(backend, lrn_checkpoint, redsbase_clips):
-    geometry = Geometry(250, 400)
+    from fixtures_catalogue import REDSBASE_SHAPE
+
+    geometry = Geometry(*REDSBASE_SHAPE)
     rec = make_reconstructor("lrn", geometry, backend=backend, checkpoint=lrn_checkpoint)
     reference = load_network("lrn", lrn_checkpoint).model
     assert rec.window_planes == 200 and len(rec.weights_id) == 12
@@ -62,7 +64,7 @@ def test_lrn_backends_agree_on_redsbase(backend, lrn_checkpoint, redsbase_clips)
             packed = np.ascontiguousarray(reader.packed(50, 250))
             planes = reader.unpacked(50, 250)
         out = rec.reconstruct(packed)
-        assert out.shape == (1, 250, 400) and out.dtype == np.float32
+        assert out.shape == (1, *REDSBASE_SHAPE) and out.dtype == np.float32
         np.testing.assert_allclose(out[0], eager(reference, planes[None], True)[0], atol=TOL, rtol=0)
 
 
