@@ -1,10 +1,10 @@
 """The plane ring: a bounded, preallocated buffer of packed spike planes in shared memory.
 
-One writer (the capture process) appends planes; one reader (the worker in the daemon) copies
-ranges of them out. Memory is fixed at creation (``capacity`` planes), so a slow reader can never
-make memory or lag grow: in ``overwrite`` policy the writer never waits and the oldest planes are
-overwritten (and counted); in ``block`` policy (deterministic replay) the writer waits until the
-reader has released enough planes, so nothing is lost.
+One writer (the capture process) appends planes; one reader (the worker in the daemon, through
+``RingReader``) copies ranges of them out. Memory is fixed at creation (``capacity`` planes), so a
+slow reader can never make memory or lag grow: in ``overwrite`` policy the writer never waits and
+the oldest planes are overwritten (and counted); in ``block`` policy (deterministic replay) the
+writer waits until the reader has released enough planes, so nothing is lost.
 
 Layout of the shared-memory segment (all integers little-endian int64)::
 
@@ -27,11 +27,23 @@ detected. This relies on stores becoming visible in program order and loads not 
 with loads (x86-64 TSO); numpy's copies and the int64 stamp stores are plain memory operations.
 Readers never see torn planes: an invalid plane is reported as a gap, never returned.
 
+Reading is ``RingReader.read(a, b)``: the planes and their times, or a ``Gap`` naming the missing
+planes and why (``GapCause``). A reader more than a ring behind the writer (``a < committed -
+capacity``: lapped) gets an ``OVERRUN`` gap without copying; otherwise the post-copy stamps tell:
+a slot open or holding a later plane was overwritten (``OVERRUN``), one holding an earlier plane
+or never written was skipped by the source (``SOURCE_GAP``). The reader keeps no cursor; the
+caller releases what it no longer needs (``release``), which is what a ``block`` writer waits on.
+
 Design: alternatives considered were a lock shared by both processes (a slow reader holding it
 would stall the camera), a ``multiprocessing.Queue`` of blocks (pickling 500 MB/s, unbounded
 lag), and one global seqlock (a reader would throw away a whole window when only its oldest
 plane was overwritten). Per-slot stamps cost 8 bytes per plane and tell exactly which planes were
 lost and why (``overrun``: overwritten before being read; ``source-gap``: never delivered).
+The reader reads spans, not a stream from a cursor: its one user, the worker, copies overlapping
+windows (up to ``max_batch`` windows one hop apart in one span) and releases only below its next
+window. A cursor reader used only by tests, beside a worker carrying its own copy of the gap
+logic, was two implementations of the subtlest code here; now the worker reads through
+``RingReader`` and the tests exercise that same path.
 """
 
 from __future__ import annotations
@@ -316,39 +328,6 @@ class SpikeRing:
         self.add("blocks")
         self.set("writer_t_ns", time.monotonic_ns())
 
-    # -- reader ---------------------------------------------------------------------------------
-    def copy_range(self, start: int, stop: int, out: np.ndarray, out_t_ns: np.ndarray | None = None) -> np.ndarray:
-        """Copy planes ``[start, stop)`` into ``out`` (and their times into ``out_t_ns``).
-
-        Returns a bool mask: ``True`` where the copied plane is exactly the plane written with that
-        index; ``False`` where it was overwritten (before or during the copy) or never written.
-        ``stop`` must not exceed ``committed`` and the range must fit the ring.
-        """
-        n = stop - start
-        if n < 0 or n > self.capacity:
-            raise ValueError(f"range [{start}, {stop}) must be 0..{self.capacity} planes long")
-        if stop > self.committed:
-            raise ValueError(f"planes up to {stop} requested, only {self.committed} committed")
-        segments = self._segments(start, stop) if n else []
-        pre = np.empty(n, dtype=np.int64)
-        for s0, s1, off in segments:
-            pre[off: off + s1 - s0] = self.stamps[s0:s1]
-        for s0, s1, off in segments:
-            out[off: off + s1 - s0] = self.data[s0:s1]
-            if out_t_ns is not None:
-                out_t_ns[off: off + s1 - s0] = self.t_ns[s0:s1]
-        post = np.empty(n, dtype=np.int64)
-        for s0, s1, off in segments:
-            post[off: off + s1 - s0] = self.stamps[s0:s1]
-        expected = np.arange(start, stop, dtype=np.int64)
-        self.last_post_stamps = post
-        return (pre == expected) & (post == expected)
-
-    def release(self, plane: int) -> None:
-        """The reader no longer needs planes below ``plane`` (lets a blocked writer proceed)."""
-        if plane > self.get("release"):
-            self.set("release", plane)
-
     # -- CUDA (optional) ------------------------------------------------------------------------
     def register_cuda(self) -> str | None:
         """Page-lock the data region for fast device copies (``cudaHostRegister``, portable + mapped).
@@ -402,7 +381,6 @@ class SpikeRing:
                 log.warning("unregistering the ring from CUDA failed: %s", exc)
             self._cuda_registration = None
         self.header = self.stamps = self.t_ns = self.data = None  # drop views before closing
-        self.last_post_stamps = None
         try:
             self._shm.close()
         except BufferError:  # a caller still holds a view; freed with it
@@ -426,81 +404,99 @@ class GapCause(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class RingRead:
-    """One result of ``RingReader.read``: exactly one of planes / gap / timeout / end."""
+class Planes:
+    """Planes ``[first_plane, first_plane + n_planes)``, each exactly as the writer stored it.
 
-    kind: str  # "planes" | "gap" | "timeout" | "end"
+    ``planes`` and ``t_ns`` are views of the reader's buffer: valid until its next ``read``.
+    """
+
     first_plane: int
-    planes: np.ndarray | None = None
-    t_ns: np.ndarray | None = None
-    n_lost: int = 0
-    cause: GapCause | None = None
+    planes: np.ndarray  # uint8 (n, plane_bytes)
+    t_ns: np.ndarray  # int64 (n,): capture time of each plane
 
     @property
     def n_planes(self) -> int:
-        return 0 if self.planes is None else int(self.planes.shape[0])
+        return int(self.planes.shape[0])
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Planes of a requested span that are not in the ring.
+
+    ``n_lost`` planes are missing, the first at ``first_plane`` and the last at ``stop_plane - 1``;
+    planes between them may be intact but are not returned. ``cause`` is ``OVERRUN`` when any of
+    them was overwritten (or was being written) before the reader got to it, else ``SOURCE_GAP``.
+    """
+
+    first_plane: int
+    stop_plane: int
+    n_lost: int
+    cause: GapCause
+
+
+RingRead = Planes | Gap
 
 
 class RingReader:
-    """Streams a ring in order: contiguous planes, or an explicit gap record, never torn data."""
+    """The reading side of a ring: copies spans of planes out, names what is missing, releases.
 
-    def __init__(self, ring: SpikeRing, start_plane: int | None = None) -> None:
+    Spans may overlap (a window reader copies ``[K - N//2, K - N//2 + N)`` for keys ``K`` one hop
+    apart), so the reader keeps no cursor: the caller says what to read and what it no longer needs.
+    """
+
+    def __init__(self, ring: SpikeRing) -> None:
         self.ring = ring
-        self.next_plane = start_plane
-        self.overrun_planes = 0
-        self.source_gap_planes = 0
+        self._buf = np.empty((0, ring.plane_bytes), dtype=np.uint8)
+        self._t_buf = np.empty(0, dtype=np.int64)
 
-    def _start(self) -> int | None:
-        if self.next_plane is None:
-            first = self.ring.get("first_plane")
-            if first < 0:
-                return None
-            self.next_plane = first
-        return self.next_plane
+    def lapped(self, plane: int) -> Gap | None:
+        """The overrun gap ``[plane, oldest)`` when the writer has moved more than a ring past
+        ``plane`` (a lapped reader): every plane below ``committed - capacity`` counts as
+        overwritten, even one whose slot a source gap happened to spare. ``None`` otherwise."""
+        oldest = self.ring.committed - self.ring.capacity
+        if plane >= oldest:
+            return None
+        return Gap(plane, oldest, oldest - plane, GapCause.OVERRUN)
 
-    def read(self, max_planes: int, timeout_s: float = 0.0) -> RingRead:
+    def read(self, start: int, stop: int) -> RingRead:
+        """Planes ``[start, stop)`` (``stop <= committed``), or the ``Gap`` of the planes in it that are
+        missing. A lapped ``start`` gives ``lapped(start)`` without copying (that gap may reach past
+        ``stop``); any other span lies within the newest ``capacity`` planes."""
         ring = self.ring
-        deadline = time.monotonic() + timeout_s
-        while True:
-            nxt = self._start()
-            if nxt is not None and ring.committed > nxt:
-                break
-            if ring.finished and (nxt is None or ring.committed <= nxt):
-                return RingRead("end", nxt if nxt is not None else 0)
-            if time.monotonic() >= deadline:
-                return RingRead("timeout", nxt if nxt is not None else 0)
-            time.sleep(POLL_S)
-        committed = ring.committed
-        oldest = committed - ring.capacity
-        if nxt < oldest:
-            return self._gap(nxt, oldest - nxt, GapCause.OVERRUN)
-        stop = min(committed, nxt + max_planes)
-        out = np.empty((stop - nxt, ring.plane_bytes), dtype=np.uint8)
-        t = np.empty(stop - nxt, dtype=np.int64)
-        ok = ring.copy_range(nxt, stop, out, t)
-        bad = np.flatnonzero(~ok)
-        if len(bad) == 0 or bad[0] > 0:
-            n = len(ok) if len(bad) == 0 else int(bad[0])
-            self.next_plane = nxt + n
-            ring.release(self.next_plane)
-            return RingRead("planes", nxt, out[:n], t[:n])
-        # A leading run of invalid planes: name the cause from the stamps seen after the copy.
-        good = np.flatnonzero(ok)
-        n_bad = len(ok) if len(good) == 0 else int(good[0])
-        post = ring.last_post_stamps[:n_bad]
-        idx = np.arange(nxt, nxt + n_bad)
-        overrun = (post == OPEN) | (post > idx)
-        # Report one cause per record: the leading run with the same cause.
-        first_cause = bool(overrun[0])
-        change = np.flatnonzero(overrun != first_cause)
-        run = n_bad if len(change) == 0 else int(change[0])
-        return self._gap(nxt, run, GapCause.OVERRUN if first_cause else GapCause.SOURCE_GAP)
+        if start < 0 or stop < start:
+            raise ValueError(f"range [{start}, {stop}) must start at >= 0 and not end before it starts")
+        if stop > ring.committed:
+            raise ValueError(f"planes up to {stop} requested, only {ring.committed} committed")
+        lapped = self.lapped(start)
+        if lapped is not None:
+            return lapped
+        n = stop - start
+        if self._buf.shape[0] < n:
+            self._buf = np.empty((n, ring.plane_bytes), dtype=np.uint8)
+            self._t_buf = np.empty(n, dtype=np.int64)
+        out, out_t = self._buf[:n], self._t_buf[:n]
+        # The seqlock of the module docstring: stamps, then data and times, then stamps again.
+        segments = ring._segments(start, stop) if n else []
+        pre = np.empty(n, dtype=np.int64)
+        for s0, s1, off in segments:
+            pre[off: off + s1 - s0] = ring.stamps[s0:s1]
+        for s0, s1, off in segments:
+            out[off: off + s1 - s0] = ring.data[s0:s1]
+            out_t[off: off + s1 - s0] = ring.t_ns[s0:s1]
+        post = np.empty(n, dtype=np.int64)
+        for s0, s1, off in segments:
+            post[off: off + s1 - s0] = ring.stamps[s0:s1]
+        index = np.arange(start, stop, dtype=np.int64)
+        bad = np.flatnonzero((pre != index) | (post != index))
+        if len(bad) == 0:
+            return Planes(start, out, out_t)
+        # Stamps only grow: a slot open for writing or holding a later plane was overwritten; one
+        # holding an earlier plane (or never written) means the source never delivered this one.
+        overrun = bool(np.any((post[bad] == OPEN) | (post[bad] > index[bad])))
+        return Gap(start + int(bad[0]), start + int(bad[-1]) + 1, len(bad),
+                   GapCause.OVERRUN if overrun else GapCause.SOURCE_GAP)
 
-    def _gap(self, first: int, n: int, cause: GapCause) -> RingRead:
-        if cause is GapCause.OVERRUN:
-            self.overrun_planes += n
-        else:
-            self.source_gap_planes += n
-        self.next_plane = first + n
-        self.ring.release(self.next_plane)
-        return RingRead("gap", first, n_lost=n, cause=cause)
+    def release(self, plane: int) -> None:
+        """The reader no longer needs planes below ``plane`` (lets a blocked writer proceed)."""
+        if plane > self.ring.get("release"):
+            self.ring.set("release", plane)

@@ -21,6 +21,11 @@ are counted (``overrun_planes`` / ``source_gap_planes``) and the next frame has 
 ``step()`` never blocks: it returns the frames of one batch, an empty list when no window is
 ready yet, or ``None`` when the source has ended and no further window can complete. Settings
 (method, window, hop, policy) change between batches through ``configure``.
+
+Planes come out of the ring through ``RingReader`` (``edge.live.ring``): one span read per batch
+gives the planes or a ``Gap`` with its cause; the worker only decides where on its grid to resume.
+A worker lapped by the writer resumes a hop clear of the oldest plane, and counts every plane it
+gives up that way as overrun.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.reconstruction.backends.base import Reconstructor
-from edge.live.ring import OPEN, SpikeRing
+from edge.live.ring import Gap, GapCause, RingReader, SpikeRing
 
 DEFAULT_HOP_PLANES = 40  # 1,000 frames/s at 40,000 planes/s
 DEFAULT_MAX_BATCH = 8
@@ -81,8 +86,7 @@ class Worker:
         self.lost_windows = 0  # windows not produced because their planes were lost
         self.windows = 0
         self._discontinuity = False
-        self._buf = np.empty((0, ring.plane_bytes), dtype=np.uint8)
-        self._tbuf = np.empty(0, dtype=np.int64)
+        self.reader = RingReader(ring)
 
     @property
     def window_planes(self) -> int:
@@ -124,9 +128,10 @@ class Worker:
                 m = (committed - first_plane - n) // hop
                 self.next_key = first_plane + half + m * hop
         start = self.next_key - half
-        oldest = committed - ring.capacity
-        if start < oldest:  # lapped by the writer: resume at the first intact window on the grid
-            self._lose(start, self._first_key_from(max(oldest, start) + hop) - half, overrun=True)
+        lapped = self.reader.lapped(start)
+        if lapped is not None:  # resume at the first window on the grid a hop clear of the writer
+            resume = self._first_key_from(lapped.stop_plane + hop) - half
+            self._lose(lapped.cause, resume, n_planes=resume - start)
             start = self.next_key - half
         if committed < start + n:
             return None if finished else []
@@ -136,26 +141,17 @@ class Worker:
                 self.skipped_windows += ready - 1
                 self.next_key += (ready - 1) * hop
                 self._discontinuity = True
-                ring.release(self.next_key - half)
+                self.reader.release(self.next_key - half)
             batch = 1
         else:
             batch = min(ready, self.max_batch, max(1, (ring.capacity - n) // hop + 1))
         start = self.next_key - half
-        stop = start + (batch - 1) * hop + n
-        span = stop - start
-        if self._buf.shape[0] < span:
-            self._buf = np.empty((span, ring.plane_bytes), dtype=np.uint8)
-            self._tbuf = np.empty(span, dtype=np.int64)
-        buf, tbuf = self._buf[:span], self._tbuf[:span]
-        ok = ring.copy_range(start, stop, buf, tbuf)
+        got = self.reader.read(start, start + (batch - 1) * hop + n)
         dequeue_t_ns = time.monotonic_ns()
-        if not ok.all():
-            bad = np.flatnonzero(~ok)
-            last_bad = start + int(bad[-1])
-            post = ring.last_post_stamps[bad]
-            overrun = bool(np.any((post == OPEN) | (post > start + bad)))  # else never delivered
-            self._lose(start, self._first_key_from(last_bad + 1) - half, overrun=overrun, n_bad=len(bad))
+        if isinstance(got, Gap):  # resume at the first window after the last missing plane
+            self._lose(got.cause, self._first_key_from(got.stop_plane) - half, n_planes=got.n_lost)
             return []
+        buf, tbuf = got.planes, got.t_ns
         if batch == 1:
             windows = buf[None, :n]
         else:
@@ -178,7 +174,7 @@ class Worker:
         self._discontinuity = False
         self.windows += batch
         self.next_key += batch * hop
-        ring.release(self.next_key - half)
+        self.reader.release(self.next_key - half)
         return frames
 
     def _first_key_from(self, plane: int) -> int:
@@ -189,16 +185,17 @@ class Worker:
             return self.next_key
         return self.next_key + -(-(plane - start) // hop) * hop
 
-    def _lose(self, start: int, new_start: int, *, overrun: bool, n_bad: int | None = None) -> None:
-        lost_planes = n_bad if n_bad is not None else new_start - start
-        if overrun:
-            self.overrun_planes += lost_planes
+    def _lose(self, cause: GapCause, new_start: int, *, n_planes: int) -> None:
+        """Move the next window to start at ``new_start`` after losing ``n_planes`` planes to ``cause``."""
+        half = self.window_planes // 2
+        if cause is GapCause.OVERRUN:
+            self.overrun_planes += n_planes
         else:
-            self.source_gap_planes += lost_planes
-        self.lost_windows += (new_start - start) // self.hop_planes
-        self.next_key = new_start + self.window_planes // 2
+            self.source_gap_planes += n_planes
+        self.lost_windows += (new_start - (self.next_key - half)) // self.hop_planes
+        self.next_key = new_start + half
         self._discontinuity = True
-        self.ring.release(new_start)
+        self.reader.release(new_start)
 
 
 def _check_hop(hop_planes) -> int:
