@@ -147,6 +147,11 @@ class Worker:
             batch = min(ready, self.max_batch, max(1, (ring.capacity - n) // hop + 1))
         start = self.next_key - half
         got = self.reader.read(start, start + (batch - 1) * hop + n)
+        if isinstance(got, Gap) and got.first_plane >= start + n:
+            # the windows that end before the first missing plane are intact: reconstruct those now,
+            # the gap is handled on the next step
+            batch = (got.first_plane - start - n) // hop + 1
+            got = self.reader.read(start, start + (batch - 1) * hop + n)
         dequeue_t_ns = time.monotonic_ns()
         if isinstance(got, Gap):  # resume at the first window after the last missing plane
             self._lose(got.cause, self._first_key_from(got.stop_plane) - half, n_planes=got.n_lost)

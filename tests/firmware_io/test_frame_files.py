@@ -102,8 +102,6 @@ def test_failure_between_frames_leaves_no_video_and_no_temporary(tmp_path):
     assert list(out_dir.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="firmware_io.frame_files.write_png creates its temporary file before "
-                   "encoding and does not remove it when encoding fails (.NAME.XXXX.png is left beside the target)")
 def test_failed_png_write_leaves_no_temporary(tmp_path):
     out_dir = tmp_path / "pictures"
     with pytest.raises((ValueError, TypeError)):

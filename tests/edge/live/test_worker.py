@@ -203,9 +203,6 @@ def test_source_gaps_count_missing_planes_not_the_planes_between(make_ring):
     assert [f.key_plane for f in frames if f.discontinuity] == [118]
 
 
-@pytest.mark.xfail(strict=True, reason="Worker.step drops every window of a batch whose span holds a gap, "
-                   "including intact windows that end before the gap (counted as lost_windows); "
-                   "behaviour kept unchanged by the RingReader refactor, reported for a decision")
 def test_a_gap_inside_a_batch_loses_no_intact_window_before_it(make_ring):
     planes = packed_planes(200)
     ring = make_ring(256)
