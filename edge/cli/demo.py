@@ -21,9 +21,12 @@ from pathlib import Path
 import click
 import numpy as np
 
+from firmware_io.contract import DEFAULT_RATE_HZ
 from firmware_io.exits import ExitCode, fail
 from firmware_io.frame_files import write_frames
 from edge.cli.processes import EDGE, HOST, loopback_urls, stop
+from edge.live.config import DEFAULT_METHOD
+from edge.live.worker import DEFAULT_HOP_PLANES
 
 def _check(result: subprocess.CompletedProcess, what: str, log: Path | None = None) -> None:
     if result.returncode != 0:
@@ -50,7 +53,8 @@ def run_demo(out: Path, *, replay: Path | None, scene: str, planes: int, seconds
     info = json.loads(subprocess.run([*EDGE, "info", str(replay), "--json"], capture_output=True, text=True,
                                      check=True).stdout)
 
-    click.echo(f"[2/3] live: realtime replay at 40 kHz, {method} every {hop} planes, measured for {seconds:g} s")
+    click.echo(f"[2/3] live: realtime replay at {DEFAULT_RATE_HZ / 1000:g} kHz, {method} every {hop} planes, "
+               f"measured for {seconds:g} s")
     pub, ctl = loopback_urls()
     live_log = out / "daemon-live.log"
     with open(live_log, "wb") as log:
@@ -96,8 +100,8 @@ def run_demo(out: Path, *, replay: Path | None, scene: str, planes: int, seconds
 @click.option("--scene", default="shapes", show_default=True, help="Built-in scene to simulate.")
 @click.option("--planes", type=click.IntRange(min=400), default=8000, show_default=True, help="Length of the simulated recording.")
 @click.option("--seconds", type=click.FloatRange(min=1), default=5.0, show_default=True, help="Length of the live measurement.")
-@click.option("--hop", type=click.IntRange(min=1), default=40, show_default=True, help="Planes per output frame (40 = 1,000 frames/s).")
-@click.option("--method", default="tfp", show_default=True, help="Reconstruction method.")
+@click.option("--hop", type=click.IntRange(min=1), default=DEFAULT_HOP_PLANES, show_default=True, help="Planes per output frame (40 = 1,000 frames/s).")
+@click.option("--method", default=DEFAULT_METHOD.value, show_default=True, help="Reconstruction method.")
 def demo(out, replay, scene, planes, seconds, hop, method):
     """Run the live pipeline on the CPU and show the result: video, PNGs and stream statistics."""
     t0 = time.monotonic()
@@ -107,7 +111,7 @@ def demo(out, replay, scene, planes, seconds, hop, method):
     daemon = live.get("daemon", {})
     click.echo("")
     click.echo(f"recording      {rec['planes']} planes of {rec['height']}x{rec['width']}, firing rate {rec['firing_rate']:.3f}")
-    click.echo(f"live stream    {live.get('fps') or 0:.1f} frames/s received (nominal {40_000 / hop:.0f}), "
+    click.echo(f"live stream    {live.get('fps') or 0:.1f} frames/s received (nominal {DEFAULT_RATE_HZ / hop:.0f}), "
                f"subscriber gaps {live.get('lost_frames', 0)}, ring overruns {daemon.get('ring_overrun_planes_during', 0)} planes, "
                f"worker skips {daemon.get('worker_skipped_windows_during', 0)} windows")
     for stage in ("inference", "capture_to_receive"):

@@ -29,6 +29,12 @@ worker had to give up a window for), ``source_dropped_blocks`` (the camera queue
 ``source_late_blocks`` and ``source_behind_ms`` (a live simulator that cannot keep up with its
 rate). The first frame after any loss carries ``discontinuity``.
 
+State (``DaemonState``, the ``state`` of ``health`` and ``stats``): ``starting`` until the capture
+has started, ``running``, then ``ended`` (a finite source ended), ``failed`` or ``stopping``.
+
+Settings arrive typed (``edge.live.config.DaemonConfig``); ``set`` requests go through the same
+parse functions as the command line before anything changes.
+
 Exit codes (``ExitCode``): 0 clean (end of a finite replay, or a signal), 2 bad arguments or
 input, 3 source failure (cannot open, died, camera library missing), 4 backend unavailable,
 5 cannot bind an address, 1 anything unexpected.
@@ -36,6 +42,7 @@ input, 3 source failure (cannot open, died, camera library missing), 4 backend u
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import secrets
@@ -43,23 +50,25 @@ import signal
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import zmq
 
 from edge.reconstruction.backends import BackendUnavailable, make_reconstructor
-from edge.live.capture import CaptureProcess, SourceSpec, SourceUnavailable
+from edge.live.capture import CaptureProcess
+from edge.live.config import DaemonConfig, parse_hop, parse_method, parse_policy, parse_window, resolve_device
 from edge.live.control import ControlServer
-from edge.reconstruction.methods import METHOD_NAMES, method_spec
 from edge.live.publisher import Publisher
 from edge.live.sockets import BindError
+from edge.live.sources import SourceUnavailable, kind_of
 from edge.protocol.control import ControlRequestError
-from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL
 from edge.live.ring import SpikeRing, WriterPolicy, WriterState
-from edge.protocol.wire import PAYLOAD_DTYPES, WIRE_VERSION, EndOfStream, FrameHeader, Heartbeat, encode_eos, encode_frame, encode_heartbeat
-from edge.live.worker import DEFAULT_HOP_PLANES, DEFAULT_MAX_BATCH, POLICY_NAMES, Worker, WorkerPolicy
+from edge.protocol.wire import WIRE_VERSION, EndOfStream, FrameHeader, Heartbeat, PayloadDtype, encode_eos, encode_frame, encode_heartbeat
+from edge.live.worker import Worker
+from edge.reconstruction.backends.base import Device
+from edge.reconstruction.methods import Method
 from firmware_io.contract import now_ns
 from firmware_io.exits import ExitCode
 
@@ -71,56 +80,24 @@ IDLE_SLEEP_S = 0.0002  # zmq poll timeouts are whole milliseconds: poll(0.3) wou
 EOS_REPEATS = 3
 EOS_SPACING_S = 0.05
 END_FLUSH_S = 2.0  # lossless mode: bounded time to flush the queue after a natural end
-DEFAULT_RING_PLANES = 4000  # 100 ms at 40 kHz; 50 MB at 250x400
 LATENCY_HISTORY = 2048
+SETTABLE = ("method", "window", "hop", "policy")  # what ``set`` may change
+
+
+class DaemonState(str, enum.Enum):
+    """The daemon's state; the values are what ``health`` and ``stats`` send."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    ENDED = "ended"
+    FAILED = "failed"
+    STOPPING = "stopping"
 
 
 class DaemonError(RuntimeError):
     def __init__(self, code: ExitCode, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass(frozen=True)
-class DaemonConfig:
-    source: SourceSpec
-    method: str = "tfp"
-    backend: str = "auto"
-    device: str = "auto"
-    checkpoint: str | None = None
-    window: int | None = None
-    hop: int = DEFAULT_HOP_PLANES
-    policy: str | None = None  # None: 'all' for deterministic replay, 'latest' for live sources
-    ring_planes: int = DEFAULT_RING_PLANES
-    dtype: str = "float32"
-    bind: str = DEFAULT_PUB_URL
-    control: str = DEFAULT_CONTROL_URL
-    wait_subscribers: int = 0
-    max_batch: int = DEFAULT_MAX_BATCH
-
-    @property
-    def effective_policy(self) -> WorkerPolicy:
-        if self.policy is not None:
-            return WorkerPolicy(self.policy)
-        return WorkerPolicy.LATEST if self.source.live else WorkerPolicy.ALL
-
-    @property
-    def deterministic(self) -> bool:
-        """Lossless end to end: a file replayed as fast as it is consumed, every window processed."""
-        return not self.source.live and self.effective_policy is WorkerPolicy.ALL
-
-
-def _resolve_device(device: str, method: str) -> str:
-    if device != "auto":
-        return device
-    if not method_spec(method).learned:
-        return "cpu"
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
 
 
 class Daemon:
@@ -135,7 +112,7 @@ class Daemon:
         self.latency_publish_ns: deque[int] = deque(maxlen=LATENCY_HISTORY)
         self.frame_times: deque[int] = deque(maxlen=LATENCY_HISTORY)
         self.events_log: deque[str] = deque(maxlen=20)
-        self.state = "starting"
+        self.state = DaemonState.STARTING
         self.ring: SpikeRing | None = None
         self.capture: CaptureProcess | None = None
         self.publisher: Publisher | None = None
@@ -143,32 +120,28 @@ class Daemon:
         self.context: zmq.Context | None = None
 
     # -- setup ------------------------------------------------------------------------------------
-    def _build_reconstructor(self, method: str, window: int | None):
+    def _build_reconstructor(self, method: Method, window: int | None):
         cfg = self.config
-        spec = method_spec(method)
-        device = _resolve_device(cfg.device, method)
+        device = resolve_device(cfg.device, method)
         try:
-            return make_reconstructor(spec.method, self.geometry, backend=cfg.backend, device=device,
+            return make_reconstructor(method, self.geometry, backend=cfg.backend, device=device,
                                       window_planes=window, checkpoint=cfg.checkpoint)
         except BackendUnavailable as exc:
-            raise DaemonError(ExitCode.BACKEND_UNAVAILABLE, f"backend unavailable for {method}: {exc}") from exc
+            raise DaemonError(ExitCode.BACKEND_UNAVAILABLE, f"backend unavailable for {method.value}: {exc}") from exc
         except (ValueError, FileNotFoundError) as exc:
-            raise DaemonError(ExitCode.BAD_INPUT, f"cannot build the {method} reconstructor: {exc}") from exc
+            raise DaemonError(ExitCode.BAD_INPUT, f"cannot build the {method.value} reconstructor: {exc}") from exc
 
     def setup(self) -> None:
         cfg = self.config
-        if cfg.dtype not in PAYLOAD_DTYPES or cfg.dtype == "uint8":
-            raise DaemonError(ExitCode.BAD_INPUT, f"--dtype must be float32 or float16, got {cfg.dtype!r}")
-        if cfg.hop < 1:
-            raise DaemonError(ExitCode.BAD_INPUT, f"--hop must be >= 1, got {cfg.hop}")
+        kind = kind_of(cfg.source).value
         try:
             cfg.source.preflight()
         except SourceUnavailable as exc:
-            raise DaemonError(ExitCode.SOURCE_FAILED, f"cannot use the {cfg.source.kind.value} source: {exc}") from exc
+            raise DaemonError(ExitCode.SOURCE_FAILED, f"cannot use the {kind} source: {exc}") from exc
         try:
             self.geometry = cfg.source.geometry()
         except (FileNotFoundError, ValueError, OSError) as exc:
-            raise DaemonError(ExitCode.BAD_INPUT, f"cannot use the {cfg.source.kind.value} source: {exc}") from exc
+            raise DaemonError(ExitCode.BAD_INPUT, f"cannot use the {kind} source: {exc}") from exc
         self.reconstructor = self._build_reconstructor(cfg.method, cfg.window)
         policy = cfg.effective_policy
         writer_policy = WriterPolicy.OVERWRITE if cfg.source.live else WriterPolicy.BLOCK
@@ -181,7 +154,7 @@ class Daemon:
                                  max_batch=cfg.max_batch)
         except ValueError as exc:
             raise DaemonError(ExitCode.BAD_INPUT, str(exc)) from exc
-        if _resolve_device(cfg.device, cfg.method) == "cuda":
+        if resolve_device(cfg.device, cfg.method) is Device.CUDA:
             how = self.ring.register_cuda()
             log.info("ring pinned for CUDA: %s", how or "no (pageable memory)")
         self.context = zmq.Context()
@@ -197,8 +170,8 @@ class Daemon:
             "spike-edge run: source %s %s | geometry %s | %s | method %s window %d | backend %s | "
             "hop %d planes (%.1f frames/s at %.0f Hz) | policy %s | ring %d planes (%.1f MB, writer %s) | "
             "%s | publishing on %s, control on %s | stream %s",
-            cfg.source.kind.value, cfg.source.label(), self.geometry,
-            "real time" if cfg.source.live else "deterministic", cfg.method, self.reconstructor.window_planes,
+            kind, cfg.source.label(), self.geometry,
+            "real time" if cfg.source.live else "deterministic", cfg.method.value, self.reconstructor.window_planes,
             self.reconstructor.backend, cfg.hop, rate / cfg.hop, rate, policy.value, self.ring.capacity,
             self.ring.nbytes / 1e6, writer_policy.value,
             "lossless (subscribers flow-control the replay)" if cfg.deterministic else "live (drops at HWM)",
@@ -249,8 +222,8 @@ class Daemon:
             log.warning("capture %s: %s", kind, text)
         elif kind == "started":
             log.info("capture started: %s", text)
-            if self.state == "starting":
-                self.state = "running"
+            if self.state is DaemonState.STARTING:
+                self.state = DaemonState.RUNNING
         else:
             log.info("capture %s: %s", kind, text)
 
@@ -285,11 +258,11 @@ class Daemon:
                         self._on_capture_event(kind, payload)
                     if self._fatal is None:
                         self._fatal = DaemonError(ExitCode.SOURCE_FAILED, "the source failed (see the log above)")
-                    self.state = "failed"
+                    self.state = DaemonState.FAILED
                     break
                 self._check_capture(ended_ok=True)
                 if self._fatal is None:
-                    self.state = "ended"
+                    self.state = DaemonState.ENDED
                     self.request_stop("end-of-stream")
                 break
             if not frames:
@@ -320,17 +293,17 @@ class Daemon:
             return
         self._fatal = DaemonError(ExitCode.SOURCE_FAILED,
                                   f"the capture process exited (code {self.capture.exitcode}, state {state.name})")
-        self.state = "failed"
+        self.state = DaemonState.FAILED
         self.request_stop("source failed")
 
     def _publish(self, frame) -> bool:
         cfg = self.config
-        image = frame.image if cfg.dtype == "float32" else frame.image.astype(cfg.dtype)
+        image = frame.image if cfg.dtype is PayloadDtype.FLOAT32 else frame.image.astype(cfg.dtype.value)
         rec = self.worker.reconstructor
         publish_t = now_ns()
         header = FrameHeader(
             stream_id=self.stream_id, seq=self.seq, key_plane=frame.key_plane, plane_start=frame.plane_start,
-            plane_stop=frame.plane_stop, shape=self.geometry.shape, dtype=cfg.dtype, method=rec.method.value,
+            plane_stop=frame.plane_stop, shape=self.geometry.shape, dtype=cfg.dtype.value, method=rec.method.value,
             backend=rec.backend, weights_id=rec.weights_id, capture_t_ns=frame.capture_t_ns,
             dequeue_t_ns=frame.dequeue_t_ns, infer_start_t_ns=frame.infer_start_t_ns,
             infer_end_t_ns=frame.infer_end_t_ns, publish_t_ns=publish_t, rate_hz=cfg.source.rate_hz,
@@ -368,7 +341,7 @@ class Daemon:
             fps = (len(times) - 1) * 1e9 / (times[-1] - times[0])
         lat = np.array(self.latency_publish_ns, dtype=np.float64) / 1e6
         return {
-            "state": self.state,
+            "state": self.state.value,
             "frames": self.seq,
             "fps": round(fps, 2),
             "windows": worker.windows,
@@ -400,10 +373,11 @@ class Daemon:
     def describe(self) -> dict[str, Any]:
         cfg, rec = self.config, self.worker.reconstructor
         return {
-            "stream_id": self.stream_id, "wire_version": WIRE_VERSION, "source": cfg.source.describe(),
+            "stream_id": self.stream_id, "wire_version": WIRE_VERSION,
+            "source": {"kind": kind_of(cfg.source).value, **cfg.source.describe()},
             "geometry": list(self.geometry.shape), "rate_hz": cfg.source.rate_hz, "method": rec.method.value,
             "backend": rec.backend, "weights_id": rec.weights_id, "window": rec.window_planes,
-            "hop": self.worker.hop_planes, "policy": self.worker.policy.value, "dtype": cfg.dtype,
+            "hop": self.worker.hop_planes, "policy": self.worker.policy.value, "dtype": cfg.dtype.value,
             "deterministic": cfg.deterministic, "ring_planes": self.ring.capacity, "ring_bytes": self.ring.nbytes,
             "ring_writer_policy": self.ring.policy.value, "pub": self.publisher.endpoint,
             "control": self.control.endpoint, "frames_per_s_nominal": cfg.source.rate_hz / self.worker.hop_planes,
@@ -413,28 +387,26 @@ class Daemon:
         now = now_ns()
         writer_t = self.ring.get("writer_t_ns")
         return {
-            "state": self.state, "capture_alive": self.capture.alive, "writer_state": self.ring.state.name.lower(),
+            "state": self.state.value, "capture_alive": self.capture.alive, "writer_state": self.ring.state.name.lower(),
             "last_frame_age_s": None if self.last_frame_ns is None else (now - self.last_frame_ns) / 1e9,
             "writer_age_s": None if not writer_t else (now - writer_t) / 1e9,
             "uptime_s": (now - self.started_ns) / 1e9, "recent_events": list(self.events_log),
         }
 
     def apply_settings(self, params: dict[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(params) - {"method", "window", "hop", "policy"})
+        """``set``: every value goes through its ``edge.live.config`` parse function first; one bad value
+        rejects the request and changes nothing. A value of None leaves that setting as it is (for
+        ``window``: the method's own window)."""
+        unknown = sorted(set(params) - set(SETTABLE))
         if unknown:
-            raise ControlRequestError(f"cannot set {unknown}; settable keys are method, window, hop, policy")
-        method = params.get("method", self.worker.reconstructor.method.value)
-        if method not in METHOD_NAMES:
-            raise ControlRequestError(f"unknown method {method!r}; choose one of {', '.join(METHOD_NAMES)}")
-        hop = params.get("hop")
-        if hop is not None and (isinstance(hop, bool) or not isinstance(hop, int) or hop < 1):
-            raise ControlRequestError(f"hop must be a positive integer number of planes, got {hop!r}")
-        policy = params.get("policy")
-        if policy is not None and policy not in POLICY_NAMES:
-            raise ControlRequestError(f"policy must be one of {', '.join(POLICY_NAMES)}, got {policy!r}")
-        window = params.get("window")
-        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-            raise ControlRequestError(f"window must be a positive integer number of planes, got {window!r}")
+            raise ControlRequestError(f"cannot set {unknown}; settable keys are {', '.join(SETTABLE)}")
+        try:
+            method = self.worker.reconstructor.method if params.get("method") is None else parse_method(params["method"])
+            window = parse_window(params.get("window"))
+            hop = None if params.get("hop") is None else parse_hop(params["hop"])
+            policy = None if params.get("policy") is None else parse_policy(params["policy"])
+        except ValueError as exc:
+            raise ControlRequestError(str(exc)) from None
         reconstructor = None
         if "method" in params or "window" in params:
             try:
@@ -466,8 +438,8 @@ class Daemon:
     def shutdown(self, code: ExitCode) -> None:
         reason = self._stop_reason or ("error" if code else "stopped")
         natural_end = reason == "end-of-stream"
-        if self.state not in ("ended", "failed"):
-            self.state = "failed" if code else "stopping"
+        if self.state not in (DaemonState.ENDED, DaemonState.FAILED):
+            self.state = DaemonState.FAILED if code else DaemonState.STOPPING
         if self.capture is not None:
             exit_code = self.capture.stop(timeout_s=0.3)
             log.info("capture process exited with %s", exit_code)

@@ -15,6 +15,7 @@ describes the fields for people; this module is what the code follows. Never pic
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,16 @@ TOPIC_HEARTBEAT = b"heartbeat"
 TOPIC_EOS = b"eos"
 TOPICS = (TOPIC_FRAME, TOPIC_HEARTBEAT, TOPIC_EOS)
 
-PAYLOAD_DTYPES = ("float32", "float16", "uint8")
+
+class PayloadDtype(str, enum.Enum):
+    """The element types a frame payload can have (the header's ``dtype``)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    UINT8 = "uint8"
+
+
+PAYLOAD_DTYPES = tuple(d.value for d in PayloadDtype)
 
 
 class WireError(ValueError):

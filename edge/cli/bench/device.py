@@ -474,12 +474,14 @@ def bench_network(name: ModelName, geometry: Geometry, device: Device, *, second
 def run_pipeline_trial(seconds: float) -> dict[str, Any]:
     """One live-pipeline trial: the daemon (device auto = CUDA for networks) runs LRN on the torch backend."""
     from edge.cli.bench.pipeline import make_bench_recording, run_trial
+    from edge.live.config import DEFAULT_RING_PLANES
 
     with tempfile.TemporaryDirectory(prefix="spike-bench-device-pipe-") as tmp:
         path = make_bench_recording(Path(tmp))
         try:
             return run_trial(path, rate_hz=40_000.0, seconds=max(seconds, 5.0), warmup_s=2.0, hop=40, method="lrn",
-                             backend="torch", ring_planes=4000, policy="all", log_path=Path(tmp) / "daemon.log")
+                             backend="torch", ring_planes=DEFAULT_RING_PLANES, policy="all",
+                             log_path=Path(tmp) / "daemon.log")
         except Exception as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
 

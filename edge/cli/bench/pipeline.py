@@ -29,12 +29,14 @@ import numpy as np
 import zmq
 
 from edge.cli.processes import EDGE, loopback_urls, stop
-from edge.live.worker import DEFAULT_HOP_PLANES, POLICY_NAMES
+from edge.live.config import DEFAULT_METHOD, DEFAULT_RING_PLANES
+from edge.live.options import spellings
+from edge.live.worker import DEFAULT_HOP_PLANES, WorkerPolicy
 from edge.reconstruction.backends.base import BackendName
-from edge.reconstruction.methods import METHOD_NAMES
+from edge.reconstruction.methods import Method
 from edge.protocol.wire import FrameHeader, decode
 from edge.protocol.client import ControlTimeout, request
-from firmware_io.contract import DEFAULT_GEOMETRY
+from firmware_io.contract import DEFAULT_GEOMETRY, DEFAULT_RATE_HZ
 from firmware_io.dat import DatWriter
 
 BENCH_PLANES = 2000
@@ -200,12 +202,12 @@ def run_bench(file: str | None, *, seconds: float, warmup_s: float, rate_hz: flo
 @click.argument("file", required=False, type=click.Path(dir_okay=False, exists=True))
 @click.option("--seconds", type=float, default=10.0, show_default=True, help="Measured time per run.")
 @click.option("--warmup", type=float, default=2.0, show_default=True, help="Seconds ignored at the start.")
-@click.option("--rate-hz", type=float, default=40_000.0, show_default=True)
+@click.option("--rate-hz", type=float, default=DEFAULT_RATE_HZ, show_default=True)
 @click.option("--hop", type=int, default=DEFAULT_HOP_PLANES, show_default=True)
-@click.option("--method", type=click.Choice(METHOD_NAMES), default="tfp", show_default=True)
-@click.option("--backend", type=click.Choice([b.value for b in BackendName]), default="auto", show_default=True)
-@click.option("--ring-planes", type=int, default=4000, show_default=True)
-@click.option("--policy", type=click.Choice(POLICY_NAMES), default="all", show_default=True,
+@click.option("--method", type=click.Choice(spellings(Method)), default=DEFAULT_METHOD.value, show_default=True)
+@click.option("--backend", type=click.Choice(spellings(BackendName)), default=BackendName.AUTO.value, show_default=True)
+@click.option("--ring-planes", type=int, default=DEFAULT_RING_PLANES, show_default=True)
+@click.option("--policy", type=click.Choice(spellings(WorkerPolicy)), default=WorkerPolicy.ALL.value, show_default=True,
               help="Worker policy of the daemon under test (all: every window, lag shows as overruns; "
                    "latest: the live default, skips counted).")
 @click.option("--find-max", is_flag=True, help="Then search the highest plane rate sustained without overruns.")
