@@ -48,7 +48,6 @@ class WorkerPolicy(str, enum.Enum):
     ALL = "all"
 
 
-POLICY_NAMES = [p.value for p in WorkerPolicy]
 
 
 @dataclass(frozen=True)
@@ -70,11 +69,12 @@ class Worker:
     """Turns ring planes into frames under an explicit policy (see the module docstring)."""
 
     def __init__(self, ring: SpikeRing, reconstructor: Reconstructor, *, hop_planes: int = DEFAULT_HOP_PLANES,
-                 policy: WorkerPolicy | str = WorkerPolicy.ALL, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 policy: WorkerPolicy = WorkerPolicy.ALL, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        # hop and policy arrive validated and typed (edge.live.config); only what depends on the ring is checked here
         self.ring = ring
         self.reconstructor = reconstructor
-        self.hop_planes = _check_hop(hop_planes)
-        self.policy = WorkerPolicy(policy)
+        self.hop_planes = hop_planes
+        self.policy = policy
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
@@ -100,13 +100,13 @@ class Worker:
             )
 
     def configure(self, *, reconstructor: Reconstructor | None = None, hop_planes: int | None = None,
-                  policy: WorkerPolicy | str | None = None) -> None:
+                  policy: WorkerPolicy | None = None) -> None:
         """Apply new settings from the next window on; keys continue from the current grid position."""
-        hop = self.hop_planes if hop_planes is None else _check_hop(hop_planes)
+        hop = self.hop_planes if hop_planes is None else hop_planes
         window = (reconstructor or self.reconstructor).window_planes
         if window + hop > self.ring.capacity:
             raise ValueError(f"window {window} + hop {hop} planes do not fit the {self.ring.capacity}-plane ring")
-        new_policy = self.policy if policy is None else WorkerPolicy(policy)
+        new_policy = self.policy if policy is None else policy
         self.hop_planes, self.policy = hop, new_policy
         if reconstructor is not None:
             self.reconstructor = reconstructor
@@ -202,8 +202,3 @@ class Worker:
         self._discontinuity = True
         self.reader.release(new_start)
 
-
-def _check_hop(hop_planes) -> int:
-    if isinstance(hop_planes, bool) or not isinstance(hop_planes, (int, np.integer)) or hop_planes < 1:
-        raise ValueError(f"hop must be a positive integer number of planes, got {hop_planes!r}")
-    return int(hop_planes)

@@ -78,7 +78,7 @@ def test_replay_gives_the_offline_key_grid_and_frames(make_ring, tmp_path):
     upright = (np.random.default_rng(1).random((n_planes, *GEOM.shape)) < 0.3).astype(np.uint8)
     path = write_dat(tmp_path / "clip.dat", upright)
     ring = make_ring(96, WriterPolicy.BLOCK)  # deterministic replay: the writer would wait, never lose
-    worker = Worker(ring, tfp(), hop_planes=hop, policy="all")
+    worker = Worker(ring, tfp(), hop_planes=hop, policy=WorkerPolicy.ALL)
     block_t_ns = {}
     frames = []
     with ReplaySource(path, GEOM, block_planes=block) as source:
@@ -126,7 +126,7 @@ def test_all_batches_ready_windows_up_to_max_batch(make_ring):
 def test_latest_skips_to_the_newest_window_and_counts(make_ring):
     planes = packed_planes(120)
     ring = make_ring(128)
-    worker = Worker(ring, tfp(), hop_planes=8, policy="latest")
+    worker = Worker(ring, tfp(), hop_planes=8, policy=WorkerPolicy.LATEST)
     write(ring, planes, 0, 64)
     (start,) = worker.step()  # a live start: the newest complete window, nothing counted as skipped
     assert start.key_plane == 56 and worker.skipped_windows == 0 and not start.discontinuity
@@ -145,7 +145,7 @@ def test_latest_skips_to_the_newest_window_and_counts(make_ring):
 def test_overrun_by_a_writer_lapping_the_worker(make_ring):
     planes = packed_planes(248)
     ring = make_ring(64)  # overwrite policy: the writer never waits
-    worker = Worker(ring, tfp(), hop_planes=8, policy="all")
+    worker = Worker(ring, tfp(), hop_planes=8, policy=WorkerPolicy.ALL)
     write(ring, planes, 0, 40)
     assert [f.key_plane for f in drain(worker)] == [8, 16, 24, 32]  # next window starts at 32
     for first in range(40, 240, 20):  # the writer runs 200 planes ahead: planes below 176 are gone
@@ -170,7 +170,7 @@ def test_source_gap_loses_exactly_the_windows_touching_it(make_ring):
     planes = packed_planes(200)
     ring = make_ring(256)
     hop = 10
-    worker = Worker(ring, tfp(), hop_planes=hop, policy="all", max_batch=1)
+    worker = Worker(ring, tfp(), hop_planes=hop, policy=WorkerPolicy.ALL, max_batch=1)
     write(ring, planes, 0, 100)
     write(ring, planes, 130, 200)  # the source skipped planes 100..129
     assert ring.get("source_gap_planes") == 30
@@ -191,7 +191,7 @@ def test_source_gap_loses_exactly_the_windows_touching_it(make_ring):
 def test_source_gaps_count_missing_planes_not_the_planes_between(make_ring):
     planes = packed_planes(160)
     ring = make_ring(256)
-    worker = Worker(ring, tfp(), hop_planes=10, policy="all", max_batch=1)
+    worker = Worker(ring, tfp(), hop_planes=10, policy=WorkerPolicy.ALL, max_batch=1)
     write(ring, planes, 0, 100)
     write(ring, planes, 102, 104)  # 100, 101 and 104, 105 never delivered; 102, 103 were
     write(ring, planes, 106, 160)
@@ -206,7 +206,7 @@ def test_source_gaps_count_missing_planes_not_the_planes_between(make_ring):
 def test_a_gap_inside_a_batch_loses_no_intact_window_before_it(make_ring):
     planes = packed_planes(200)
     ring = make_ring(256)
-    worker = Worker(ring, tfp(), hop_planes=10, policy="all", max_batch=8)
+    worker = Worker(ring, tfp(), hop_planes=10, policy=WorkerPolicy.ALL, max_batch=8)
     write(ring, planes, 0, 100)
     write(ring, planes, 130, 200)
     keys = [f.key_plane for f in finish(worker)]
@@ -238,7 +238,7 @@ def test_end_of_stream_returns_none(make_ring):
 def test_configure_applies_from_the_next_window(make_ring):
     planes = packed_planes(200)
     ring = make_ring(128)
-    worker = Worker(ring, tfp(), hop_planes=10, policy="all", max_batch=2)
+    worker = Worker(ring, tfp(), hop_planes=10, policy=WorkerPolicy.ALL, max_batch=2)
     write(ring, planes, 0, 100)
     assert [f.key_plane for f in worker.step()] == [8, 18]
     worker.configure(hop_planes=25)
@@ -253,7 +253,7 @@ def test_configure_applies_from_the_next_window(make_ring):
         worker.configure(policy="sometimes")
     assert (worker.hop_planes, worker.policy) == (25, WorkerPolicy.ALL)  # a rejected change changes nothing
 
-    worker.configure(reconstructor=tfp(32), policy="latest")  # keys stay on the grid, windows widen
+    worker.configure(reconstructor=tfp(32), policy=WorkerPolicy.LATEST)  # keys stay on the grid, windows widen
     write(ring, planes, 100, 200)
     (frame,) = worker.step()
     assert frame.key_plane == 178 and (frame.plane_start, frame.plane_stop) == (162, 194)
@@ -267,5 +267,3 @@ def test_constructor_rejects_settings_the_ring_cannot_hold(make_ring):
         Worker(ring, tfp(), hop_planes=8)
     with pytest.raises(ValueError, match="max_batch must be >= 1, got 0"):
         Worker(ring, tfp(), hop_planes=4, max_batch=0)
-    with pytest.raises(ValueError, match="'fastest'"):
-        Worker(ring, tfp(), hop_planes=4, policy="fastest")
