@@ -247,10 +247,6 @@ def test_configure_applies_from_the_next_window(make_ring):
 
     with pytest.raises(ValueError, match="window 16 \\+ hop 120 planes do not fit the 128-plane ring"):
         worker.configure(hop_planes=120)
-    with pytest.raises(ValueError, match="hop must be a positive integer"):
-        worker.configure(hop_planes=0)
-    with pytest.raises(ValueError, match="'sometimes'"):
-        worker.configure(policy="sometimes")
     assert (worker.hop_planes, worker.policy) == (25, WorkerPolicy.ALL)  # a rejected change changes nothing
 
     worker.configure(reconstructor=tfp(32), policy=WorkerPolicy.LATEST)  # keys stay on the grid, windows widen
