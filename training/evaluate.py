@@ -29,39 +29,6 @@ from training.metrics import psnr, ssim
 TFP_SWEEP = (11, 15, 21, 31, 41, 61)
 
 
-class _TorchFallback:
-    """Used only while ``edge.reconstruction.backends.networks`` is absent: the network in torch on the CPU."""
-
-    def __init__(self, method: Method, geometry: Geometry, checkpoint) -> None:
-        from edge.reconstruction.models.checkpoints import load_network
-
-        loaded = load_network(method.value, checkpoint)
-        self.net, self.method, self.geometry = loaded.model, method, geometry
-        self.window_planes, self.weights_id, self.backend = loaded.window_planes, loaded.weights_id, "torch-cpu-fp32 (fallback)"
-
-    def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray:
-        import torch
-
-        from firmware_io.bitpack import unpack_planes
-
-        planes = np.stack([unpack_planes(w, self.geometry) for w in packed_windows])
-        with torch.no_grad():
-            out = self.net(self.net.prepare(torch.from_numpy(planes)))
-        return out[:, 0].float().numpy()
-
-
-def _network_reconstructor(method: Method, geometry: Geometry, checkpoint, backend: str):
-    """``make_reconstructor`` for a network (a torch fallback while the network backends are missing)."""
-    from edge.reconstruction.backends import make_reconstructor
-
-    try:
-        return make_reconstructor(method, geometry, backend=backend, checkpoint=checkpoint)
-    except ModuleNotFoundError as exc:
-        if exc.name != "edge.reconstruction.backends.networks":
-            raise
-        return _TorchFallback(method, geometry, checkpoint)
-
-
 def score(output_rate: np.ndarray, gt_intensity: np.ndarray) -> dict:
     image = rate_to_intensity(np.asarray(output_rate, dtype=np.float64))
     return {"psnr": psnr(image, gt_intensity), "ssim": ssim(image, gt_intensity)}
@@ -96,7 +63,7 @@ def evaluate(
         key = (label, geometry)
         if key not in reconstructors:
             if method_spec(method).learned:
-                reconstructors[key] = _network_reconstructor(method, geometry, checkpoint, backend)
+                reconstructors[key] = make_reconstructor(method, geometry, backend=backend, checkpoint=checkpoint)
             else:
                 reconstructors[key] = make_reconstructor(method, geometry, window_planes=window)
             r = reconstructors[key]

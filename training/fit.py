@@ -50,13 +50,13 @@ from training.datasets import (
     rate_to_intensity,
     training_source,
 )
-from edge.reconstruction.models import MODEL_NAMES
+from edge.reconstruction.methods import LEARNED_METHOD_NAMES
 from firmware_io.atomic import atomic_path, write_text_atomic
 from training.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
 
-MODELS = tuple(MODEL_NAMES)
+MODELS = tuple(LEARNED_METHOD_NAMES)
 DEFAULT_LR = {"lrn": 5e-4, "stir": 1e-4}
 STATE_FILE = "train_state.pt"
 LOG_FIELDS = ("step", "loss", "l1", "multiscale", "perceptual", "lr", "val_psnr", "val_ssim", "elapsed_s")
@@ -143,7 +143,8 @@ def load_config(path: str | os.PathLike | None, overrides: dict[str, Any]) -> Fi
 
 
 def build_model(config: FitConfig):
-    from edge.reconstruction.models.checkpoints import build_network, load_strict, read_state_dict
+    from edge.reconstruction.models.checkpoints import load_strict, read_state_dict
+    from edge.reconstruction.networks import build_network
 
     if config.model == "lrn":
         model = build_network("lrn")

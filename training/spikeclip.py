@@ -237,7 +237,8 @@ def run_spikeclip(config: SpikeClipConfig, clip_model=None, tokenizer=None) -> d
     import torch.nn.functional as F
     from tqdm import tqdm
 
-    from edge.reconstruction.models.checkpoints import build_network, load_strict, read_state_dict
+    from edge.reconstruction.models.checkpoints import load_strict, read_state_dict
+    from edge.reconstruction.networks import build_network
     from firmware_io.atomic import write_text_atomic
     from training.fit import atomic_torch_save, plain_state_dict
 

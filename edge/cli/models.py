@@ -7,19 +7,18 @@ import json
 import click
 
 from edge.reconstruction.methods import METHOD_SPECS, Method
-from edge.reconstruction.models import ModelName
 
 
 def _parameter_count(method: Method) -> int:
     if not METHOD_SPECS[method].learned:
         return 0
-    from edge.reconstruction.models.checkpoints import build_network
+    from edge.reconstruction.networks import build_network
 
-    return sum(p.numel() for p in build_network(ModelName(method.value)).parameters())
+    return sum(p.numel() for p in build_network(method).parameters())
 
 
 def models_table() -> list[dict]:
-    from edge.reconstruction.models.checkpoints import has_default_weights
+    from edge.reconstruction.networks import has_default_weights
 
     rows = []
     for method, spec in METHOD_SPECS.items():
@@ -28,7 +27,7 @@ def models_table() -> list[dict]:
             "window_planes": spec.window_planes,
             "parameters": _parameter_count(method),
             "learned": spec.learned,
-            "default_weights": has_default_weights(method.value) if spec.learned else None,
+            "default_weights": has_default_weights(method) if spec.learned else None,
             "summary": spec.summary,
         })
     return rows

@@ -1,4 +1,4 @@
-"""Engine directories: writing deployable artifacts of the networks and loading them back, checked.
+"""Engine directories: the manifest, writing a directory atomically, reading it back and checking it.
 
 An engine directory holds one artifact and ``manifest.json``:
 
@@ -10,11 +10,13 @@ Manifest fields: ``manifest_version``; ``model`` (lrn|stir) and ``window_planes`
 ``weights_id`` of the checkpoint; ``input`` (name, shape ``[1, C, H, W]``, dtype; LRN takes 50 voxel
 channels, STIR the raw planes) and ``geometry`` (height, width); ``precision`` (fp32|fp16);
 ``opset`` (ONNX); ``versions`` of the libraries involved; ``gpu`` (name, compute capability) for
-TensorRT, else null; ``created_utc``.
+GPU-only formats and fp16 artifacts, else null; ``created_utc``.
 
-``load_engine_dir`` refuses a directory whose manifest does not match the request (model, geometry)
-or the running environment (TensorRT version, GPU model and compute capability for TensorRT
-engines; a CUDA device for fp16 artifacts; an artifact whose bytes changed), saying what differs.
+This module knows the directory and its manifest, not the formats: which backend writes and loads
+each artifact, and what else it checks about this machine (device, fp16, TensorRT's GPU and
+version), is the backend registry's (``edge.reconstruction.backends.registry``: ``export_engine``,
+``load_engine_dir``), which imports this module, never the reverse. ``check_manifest`` lists how a
+manifest differs from the request (model, geometry) and whether the artifact's bytes changed.
 Directories are written atomically: built under a temporary name beside ``out``, then renamed.
 Engines are only built by ``export_engine`` (``spike-train export``), never as a side effect.
 """
@@ -24,47 +26,35 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
-import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device
-from edge.reconstruction.models import ExportFormat, ModelName, Precision
+from edge.reconstruction.methods import LEARNED_METHOD_NAMES, Method
+from edge.reconstruction.models import EXPORT_FORMATS, PRECISIONS, ExportFormat, Precision
+from edge.reconstruction.models.checkpoints import file_sha256
+from edge.reconstruction.networks import LoadedNetwork
 from firmware_io.atomic import atomic_dir
 from firmware_io.contract import Geometry
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
-DEFAULT_OPSET = 18
-ARTIFACT_FILES = {ExportFormat.ONNX: "model.onnx", ExportFormat.TORCHSCRIPT: "model.ts", ExportFormat.TENSORRT: "model.ep"}
-FORMAT_BACKEND = {ExportFormat.ONNX: BackendName.ONNX, ExportFormat.TORCHSCRIPT: BackendName.TORCH,
-                  ExportFormat.TENSORRT: BackendName.TENSORRT}
+_REQUIRED = ("manifest_version", "model", "format", "file", "geometry", "precision", "window_planes")
 
 
 class EngineMismatch(ValueError):
     """An engine directory that does not fit the request or this machine (the message lists the differences)."""
 
 
-def _version(module: str) -> str | None:
-    try:
-        from importlib.metadata import version
+def distribution_version(*names: str) -> str | None:
+    """The installed version of the first of ``names`` (distribution names) that is installed."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return version(module)
-    except Exception:
-        return None
-
-
-def library_versions(fmt: ExportFormat) -> dict[str, str | None]:
-    import torch
-
-    versions: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
-    if fmt is ExportFormat.ONNX:
-        versions.update(onnx=_version("onnx"), onnxruntime=_version("onnxruntime") or _version("onnxruntime-gpu"))
-    if fmt is ExportFormat.TENSORRT:
-        from edge.reconstruction.backends.tensorrt_backend import tensorrt_version
-
-        versions.update(torch_tensorrt=_version("torch-tensorrt") or _version("torch_tensorrt"), tensorrt=tensorrt_version())
-    return versions
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def gpu_info() -> dict[str, str] | None:
@@ -76,67 +66,41 @@ def gpu_info() -> dict[str, str] | None:
     return {"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"}
 
 
-def export_engine(model: str | ModelName, checkpoint: str | Path | None, fmt: str | ExportFormat, geometry: Geometry,
-                  out: str | Path, *, precision: str | Precision = Precision.FP32, opset: int = DEFAULT_OPSET,
-                  overwrite: bool = False) -> Path:
-    """Build the artifact for ``model`` at ``geometry`` and write an engine directory at ``out``."""
+def write_engine_dir(out: Path, loaded: LoadedNetwork, fmt: ExportFormat, artifact_file: str, geometry: Geometry,
+                     input_shape: tuple[int, ...], precision: Precision, *, versions: dict[str, str | None],
+                     record_gpu: bool, write_artifact: Callable[[Path], dict[str, Any]]) -> Path:
+    """Write ``out`` atomically: ``write_artifact(path)`` writes the artifact and returns the format's own
+    manifest fields (``opset``); ``versions`` are the backend's libraries. An existing ``out`` is replaced."""
     import torch
 
-    from edge.reconstruction.backends.onnx_backend import export_onnx, network_input_shape
-    from edge.reconstruction.models.checkpoints import file_sha256, load_network
-
-    fmt, precision, model = ExportFormat(fmt), Precision(precision), ModelName(model)
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; choose a new --out directory")
-    if fmt is ExportFormat.ONNX and opset < 16:
-        raise ValueError(f"ONNX export needs opset >= 16 (GridSample), got {opset}")
-    if precision is Precision.FP16 and fmt is ExportFormat.TORCHSCRIPT and not torch.cuda.is_available():
-        raise ValueError("an fp16 TorchScript artifact is traced on a GPU; none is present")
-    loaded = load_network(model, checkpoint)
-    shape = network_input_shape(model, loaded.window_planes, geometry)
     with atomic_dir(out) as tmp:
-        artifact = tmp / ARTIFACT_FILES[fmt]
-        net = loaded.model.eval()
-        if fmt is ExportFormat.ONNX:
-            if precision is Precision.FP16:
-                net = net.half()
-            dtype = torch.float16 if precision is Precision.FP16 else torch.float32
-            export_onnx(net, torch.zeros(shape, dtype=dtype), artifact, opset=opset, dynamo=True)
-        elif fmt is ExportFormat.TORCHSCRIPT:
-            device = "cuda" if precision is Precision.FP16 else "cpu"
-            dtype = torch.float16 if precision is Precision.FP16 else torch.float32
-            net = net.to(device, dtype)
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still the portable format
-                traced = torch.jit.trace(net, torch.zeros(shape, dtype=dtype, device=device), check_trace=False)
-                torch.jit.save(traced, str(artifact))
-        else:
-            from edge.reconstruction.backends.tensorrt_backend import build_engine
-
-            build_engine(net, shape, precision, artifact)
+        artifact = tmp / artifact_file
+        own_fields = write_artifact(artifact)
         manifest = {
             "manifest_version": MANIFEST_VERSION,
-            "model": model.value,
+            "model": loaded.method.value,
             "window_planes": loaded.window_planes,
             "format": fmt.value,
             "file": artifact.name,
             "file_sha256": file_sha256(artifact),
             "weights_sha256": loaded.weights_sha256,
             "weights_id": loaded.weights_id,
-            "input": {"name": "x", "shape": list(shape), "dtype": "float16" if precision is Precision.FP16 else "float32"},
+            "input": {"name": "x", "shape": list(input_shape),
+                      "dtype": "float16" if precision is Precision.FP16 else "float32"},
             "geometry": {"height": geometry.height, "width": geometry.width},
             "precision": precision.value,
-            "opset": opset if fmt is ExportFormat.ONNX else None,
-            "versions": library_versions(fmt),
-            "gpu": gpu_info() if fmt is ExportFormat.TENSORRT or precision is Precision.FP16 else None,
+            "opset": None,
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, **versions},
+            "gpu": gpu_info() if record_gpu else None,
             "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        manifest.update(own_fields)
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of ``directory``, with its fields present and its closed-set values known."""
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if not path.is_file():
@@ -145,95 +109,35 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise EngineMismatch(f"{path} is not valid JSON: {exc}") from None
-    for key in ("manifest_version", "model", "format", "file", "geometry", "precision", "window_planes"):
+    for key in _REQUIRED:
         if key not in manifest:
             raise EngineMismatch(f"{path} lacks the field {key!r}")
     if manifest["manifest_version"] != MANIFEST_VERSION:
         raise EngineMismatch(f"{path} has manifest version {manifest['manifest_version']}, this build reads {MANIFEST_VERSION}")
+    for key, known in (("model", LEARNED_METHOD_NAMES), ("format", EXPORT_FORMATS), ("precision", PRECISIONS)):
+        if manifest[key] not in known:
+            raise EngineMismatch(f"{path}: {key} {manifest[key]!r} is not one of {', '.join(known)}")
     return manifest
 
 
-def check_manifest(manifest: dict[str, Any], geometry: Geometry, *, model: ModelName | None = None,
-                   device: Device = Device.CPU, directory: Path | None = None) -> list[str]:
-    """Every way ``manifest`` differs from the request and this environment (empty when it fits)."""
+def check_manifest(manifest: dict[str, Any], geometry: Geometry, *, method: Method | None = None,
+                   directory: Path | None = None) -> list[str]:
+    """Every way ``manifest`` differs from the request (geometry, model) and from its artifact's recorded
+    bytes (empty when it fits). What the format needs of this machine is the registry's check."""
     problems: list[str] = []
     built = manifest["geometry"]
     if (built.get("height"), built.get("width")) != (geometry.height, geometry.width):
         problems.append(f"geometry: engine built for {built.get('height')}x{built.get('width')}, requested {geometry}")
-    if model is not None and manifest["model"] != model.value:
-        problems.append(f"model: engine is {manifest['model']}, requested {model.value}")
-    fmt = ExportFormat(manifest["format"])
-    precision = Precision(manifest["precision"])
-    if precision is Precision.FP16 and device is not Device.CUDA and fmt is not ExportFormat.ONNX:
-        problems.append(f"precision: fp16 {fmt.value} artifacts run on CUDA, requested device {device.value}")
-    if fmt is ExportFormat.TENSORRT:
-        if device is not Device.CUDA:
-            problems.append(f"device: TensorRT engines run on CUDA, requested {device.value}")
-        here = gpu_info()
-        built_gpu = manifest.get("gpu") or {}
-        if here is None:
-            problems.append(f"gpu: engine built on {built_gpu.get('name')} (sm {built_gpu.get('compute_capability')}), no CUDA GPU here")
-        else:
-            if here["name"] != built_gpu.get("name"):
-                problems.append(f"gpu: engine built on {built_gpu.get('name')}, running on {here['name']}")
-            if here["compute_capability"] != built_gpu.get("compute_capability"):
-                problems.append(f"compute capability: engine {built_gpu.get('compute_capability')}, GPU {here['compute_capability']}")
-        from edge.reconstruction.backends.tensorrt_backend import tensorrt_version
-
-        built_trt = (manifest.get("versions") or {}).get("tensorrt")
-        if tensorrt_version() != built_trt:
-            problems.append(f"tensorrt: engine built with {built_trt}, installed {tensorrt_version()}")
+    if method is not None and manifest["model"] != method.value:
+        problems.append(f"model: engine is {manifest['model']}, requested {method.value}")
     if directory is not None:
         artifact = directory / manifest["file"]
         if not artifact.is_file():
             problems.append(f"file: {artifact} is missing")
-        elif manifest.get("file_sha256"):
-            from edge.reconstruction.models.checkpoints import file_sha256
-
-            if file_sha256(artifact) != manifest["file_sha256"]:
-                problems.append(f"file: {artifact.name} does not match the sha256 in the manifest (modified or corrupt)")
+        elif manifest.get("file_sha256") and file_sha256(artifact) != manifest["file_sha256"]:
+            problems.append(f"file: {artifact.name} does not match the sha256 in the manifest (modified or corrupt)")
     return problems
 
 
-def load_engine_dir(directory: str | Path, geometry: Geometry, *, model: ModelName | str | None = None,
-                    backend: BackendName | str = BackendName.AUTO, device: Device | str = Device.CPU):
-    """A ``Reconstructor`` for the engine directory, after checking its manifest (``EngineMismatch`` if not)."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    model = ModelName(model) if model is not None else None
-    device, backend = Device(device), BackendName(backend)
-    problems = check_manifest(manifest, geometry, model=model, device=device, directory=directory)
-    fmt = ExportFormat(manifest["format"])
-    wanted = FORMAT_BACKEND[fmt]
-    if backend not in (BackendName.AUTO, wanted):
-        problems.append(f"backend: a {fmt.value} engine runs on the {wanted.value} backend, requested {backend.value}")
-    if problems:
-        raise EngineMismatch(f"engine directory {directory} does not fit: " + "; ".join(problems))
-    name = ModelName(manifest["model"])
-    precision = Precision(manifest["precision"])
-    window = int(manifest["window_planes"])
-    wid = manifest.get("weights_id") or "unknown"
-    artifact = directory / manifest["file"]
-    if fmt is ExportFormat.ONNX:
-        from edge.reconstruction.backends.onnx_backend import OnnxReconstructor, make_session
-
-        return OnnxReconstructor(make_session(artifact, device), name, geometry, window, wid, device, precision)
-    if fmt is ExportFormat.TORCHSCRIPT:
-        import torch
-
-        from edge.reconstruction.backends.torch_backend import TorchReconstructor
-
-        target = "cuda" if device is Device.CUDA else "cpu"
-        if device is Device.CUDA and not torch.cuda.is_available():
-            raise BackendUnavailable("--device cuda was requested but torch sees no CUDA GPU here")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(artifact), map_location=target).eval()
-        return TorchReconstructor(module, name, geometry, window, wid, device, precision, channels_last=False,
-                                  convert_module=False, label=f"torchscript-{device.value}-{precision.value}")
-    from edge.reconstruction.backends.tensorrt_backend import load_engine
-
-    return load_engine(artifact, name, geometry, window, wid, precision)
-
-
-__all__ = ["EngineMismatch", "check_manifest", "export_engine", "load_engine_dir", "read_manifest"]
+__all__ = ["EngineMismatch", "MANIFEST_NAME", "MANIFEST_VERSION", "check_manifest", "distribution_version",
+           "gpu_info", "read_manifest", "write_engine_dir"]

@@ -176,7 +176,7 @@ def test_resume_continues_with_identical_state(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "b" / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     # the weights files are plain state_dicts that load strictly into the shared network definition
-    from edge.reconstruction.models.checkpoints import load_network
+    from edge.reconstruction.networks import load_network
 
     loaded = load_network("lrn", tmp_path / "b" / "run" / "best.pt")
     assert loaded.window_planes == 200
@@ -254,7 +254,7 @@ def test_spikeclip_recipe_runs_on_tiny_clip(tmp_path):
     assert stages == ["coarse"] * 2 + ["prompt"] * 2 + ["fine"] * 2
     assert all(np.isfinite(row["loss"]) for row in summary["history"])
     assert summary["classes"] == ["cat", "dog"]
-    from edge.reconstruction.models.checkpoints import load_network
+    from edge.reconstruction.networks import load_network
 
     coarse = load_network("lrn", tmp_path / "run" / "lrn_coarse.pt").model.state_dict()
     fine = load_network("lrn", tmp_path / "run" / "lrn_spikeclip.pt").model.state_dict()
@@ -305,3 +305,30 @@ def test_eval_cli_json(redsbase_clips):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert {"tfp-41", "tfi-41"} <= set(report["results"])
+
+
+def test_export_cli_defaults_come_from_the_closed_sets(tmp_path):
+    """``spike-train export``'s choices and defaults are the reconstruction package's: an ONNX export without
+    ``--opset`` records ``ONNX_OPSET``; an opset under ``ONNX_MIN_OPSET`` is refused before any work."""
+    pytest.importorskip("onnxruntime")
+    from click.testing import CliRunner
+
+    from edge.reconstruction.engines import read_manifest
+    from edge.reconstruction.methods import LEARNED_METHOD_NAMES
+    from edge.reconstruction.models import EXPORT_FORMATS, ONNX_MIN_OPSET, ONNX_OPSET, PRECISIONS
+    from training.cli import main
+    from training.cli.export import export
+
+    params = {p.name: p for p in export.params}
+    assert list(params["model"].type.choices) == LEARNED_METHOD_NAMES
+    assert list(params["fmt"].type.choices) == EXPORT_FORMATS and list(params["precision"].type.choices) == PRECISIONS
+    out = tmp_path / "engine"
+    result = CliRunner().invoke(main, ["export", "--model", "lrn", "--format", "onnx", "--height", "16", "--width", "24",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    assert manifest["opset"] == ONNX_OPSET and manifest["precision"] == "fp32" and manifest["input"]["shape"] == [1, 50, 16, 24]
+    result = CliRunner().invoke(main, ["export", "--model", "lrn", "--format", "onnx", "--height", "16", "--width", "24",
+                                       "--opset", str(ONNX_MIN_OPSET - 1), "--out", str(tmp_path / "low")])
+    assert result.exit_code != 0 and f">={ONNX_MIN_OPSET}" in result.output.replace(" ", "")
+    assert not (tmp_path / "low").exists()

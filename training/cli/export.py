@@ -1,6 +1,7 @@
 """``spike-train export``: write an engine directory (artifact + manifest.json) for LRN or STIR.
 
-The artifact logic lives in ``edge.reconstruction.engines``; this module is only the command line. Engines are
+The artifact logic lives in ``edge.reconstruction.backends`` (``export_engine``: the format's backend writes the
+artifact, ``edge.reconstruction.engines`` the manifest); this module is only the command line. Engines are
 built here, explicitly, for one input geometry; ``spike-edge reconstruct --engine DIR`` loads them.
 """
 
@@ -8,25 +9,26 @@ from __future__ import annotations
 
 import click
 
-from edge.reconstruction.models import EXPORT_FORMATS, MODEL_NAMES, PRECISIONS
+from edge.reconstruction.methods import LEARNED_METHOD_NAMES
+from edge.reconstruction.models import EXPORT_FORMATS, ONNX_MIN_OPSET, ONNX_OPSET, PRECISIONS, Precision
 from firmware_io.exits import fail
 
 
 @click.command("export")
-@click.option("--model", "model", type=click.Choice(MODEL_NAMES), required=True, help="Network to export.")
+@click.option("--model", "model", type=click.Choice(LEARNED_METHOD_NAMES), required=True, help="Network to export.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Weights (.pt/.pth); defaults to the packaged weights when present.")
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True, help="Artifact format.")
 @click.option("--height", type=click.IntRange(min=1), required=True, help="Input height in pixels.")
 @click.option("--width", type=click.IntRange(min=1), required=True, help="Input width in pixels.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
-@click.option("--opset", type=click.IntRange(min=16), default=18, show_default=True, help="ONNX opset (>= 16 for GridSample).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=Precision.FP32.value, show_default=True)
+@click.option("--opset", type=click.IntRange(min=ONNX_MIN_OPSET), default=ONNX_OPSET, show_default=True,
+              help=f"ONNX opset (>= {ONNX_MIN_OPSET} for GridSample).")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True, help="Engine directory to create.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out directory.")
 def export(model, checkpoint, fmt, height, width, precision, opset, out, overwrite) -> None:
     """Export a network for one input size to an engine directory."""
-    from edge.reconstruction.backends.base import BackendUnavailable
-    from edge.reconstruction.engines import export_engine
+    from edge.reconstruction.backends import BackendUnavailable, export_engine
     from firmware_io.contract import Geometry
 
     try:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from edge.reconstruction.models import MODEL_NAMES
+from edge.reconstruction.methods import LEARNED_METHOD_NAMES
 from firmware_io.exits import fail
 
 
 @click.command("fit")
-@click.option("--model", type=click.Choice(MODEL_NAMES), default=None, help="Network to train (default lrn).")
+@click.option("--model", type=click.Choice(LEARNED_METHOD_NAMES), default=None, help="Network to train (default lrn).")
 @click.option("--data", default=None, help="'synthetic' (simulated on the fly) or a REDS_BASE/SREDS folder.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of settings (keys of FitConfig, optionally under [fit]).")
 @click.option("--steps", type=int, default=None, help="Optimiser steps in all (default 1000).")

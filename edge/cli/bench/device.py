@@ -54,14 +54,14 @@ import click
 import numpy as np
 
 from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device, check_windows
-from edge.reconstruction.models import MODEL_NAMES, ModelName
+from edge.reconstruction.methods import LEARNED_METHOD_NAMES, Method
 from firmware_io.contract import Geometry
 from firmware_io.exits import ExitCode, fail
 
 SCHEMA = "spike-edge bench device v1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_REDSBASE = Path(os.environ.get("SPIKE_EDGE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "redsbase"
-BENCH_GEOMETRY = {ModelName.LRN: Geometry(250, 400), ModelName.STIR: Geometry(256, 400)}
+BENCH_GEOMETRY = {Method.LRN: Geometry(250, 400), Method.STIR: Geometry(256, 400)}
 PIPELINE_COMMAND = ("spike-edge bench pipeline --method lrn --backend torch --rate-hz 40000 --hop 40 "
                     "--seconds 10 --find-max --json")
 AGREEMENT_WINDOWS = 4
@@ -75,7 +75,7 @@ class Target:
     max_latency_ms: float
 
 
-TARGETS = {ModelName.LRN: Target(2000.0, 0.5), ModelName.STIR: Target(200.0, 5.0)}
+TARGETS = {Method.LRN: Target(2000.0, 0.5), Method.STIR: Target(200.0, 5.0)}
 
 
 # -- environment ---------------------------------------------------------------------------------
@@ -182,7 +182,8 @@ class EagerReconstructor:
     def __init__(self, loaded, geometry: Geometry, device: Device) -> None:
         import torch
 
-        self.model = loaded.name
+        self.method = loaded.method
+        self._prepare = loaded.network.prepare_torch
         self.geometry = geometry
         self.window_planes = loaded.window_planes
         self.weights_id = loaded.weights_id
@@ -193,12 +194,10 @@ class EagerReconstructor:
     def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray:
         import torch
 
-        from edge.reconstruction.backends.networks import prepare_torch
-
         windows = check_windows(packed_windows, self.window_planes, self.geometry)
         packed = torch.from_numpy(np.require(windows, requirements=("C", "W"))).to(self._device)
         with torch.inference_mode():
-            return self.module(prepare_torch(self.model, packed, self.geometry))[:, 0].float().cpu().numpy()
+            return self.module(self._prepare(packed, self.geometry))[:, 0].float().cpu().numpy()
 
 
 @dataclass
@@ -226,7 +225,7 @@ def strict_fp32():
 
 def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bool,
                      workdir: Path) -> tuple[list[Candidate], list[dict[str, str]]]:
-    from edge.reconstruction.backends.networks import available_backends, build_backend
+    from edge.reconstruction.backends import available_backends, build_backend
 
     candidates: list[Candidate] = []
     skipped: list[dict[str, str]] = []
@@ -262,11 +261,11 @@ def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bo
         skipped.append({"key": "tensorrt", "reason": "engines are built from weights on disk; these are random"})
     else:
         def make_trt():
-            from edge.reconstruction.engines import export_engine, load_engine_dir
+            from edge.reconstruction.backends import export_engine, load_engine_dir
 
-            out = export_engine(loaded.name, loaded.weights_path, "tensorrt", geometry,
-                                workdir / f"trt_{loaded.name.value}", precision="fp16")
-            return load_engine_dir(out, geometry, model=loaded.name, backend=BackendName.TENSORRT,
+            out = export_engine(loaded.method, loaded.weights_path, "tensorrt", geometry,
+                                workdir / f"trt_{loaded.method.value}", precision="fp16")
+            return load_engine_dir(out, geometry, model=loaded.method, backend=BackendName.TENSORRT,
                                    device=Device.CUDA)
 
         attempt("tensorrt", "Torch-TensorRT fp16 engine for batch 1 (built here; build time in build_s)",
@@ -415,11 +414,11 @@ def verdict(row: dict[str, Any], target: Target) -> dict[str, Any]:
 # -- one network ---------------------------------------------------------------------------------
 
 
-def bench_network(name: ModelName, geometry: Geometry, device: Device, *, seconds: float, batch_sizes: list[int],
+def bench_network(name: Method, geometry: Geometry, device: Device, *, seconds: float, batch_sizes: list[int],
                   tensorrt: bool, log: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
-    from edge.reconstruction.models.checkpoints import load_network
+    from edge.reconstruction.networks import load_network
 
     loaded = load_network(name, None, allow_random=True)
     target = TARGETS[name]
@@ -486,10 +485,10 @@ def run_pipeline_trial(seconds: float) -> dict[str, Any]:
             return {"error": f"{type(exc).__name__}: {exc}"}
 
 
-def run_device_bench(device: Device, methods: list[ModelName], *, seconds: float, batch_sizes: list[int],
+def run_device_bench(device: Device, methods: list[Method], *, seconds: float, batch_sizes: list[int],
                      geometry: Geometry | None = None, tensorrt: bool = True, pipeline: bool = False,
                      log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    from edge.reconstruction.backends.networks import check_device
+    from edge.reconstruction.backends import check_device
 
     check_device(device)  # BackendUnavailable with a clear message when CUDA is asked for and absent
     report: dict[str, Any] = {
@@ -619,12 +618,12 @@ def _int_list(ctx, param, value: str) -> list[int]:
     return values
 
 
-def _method_list(ctx, param, value: str) -> list[ModelName]:
+def _method_list(ctx, param, value: str) -> list[Method]:
     names = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [n for n in names if n not in MODEL_NAMES]
+    bad = [n for n in names if n not in LEARNED_METHOD_NAMES]
     if bad or not names:
-        raise click.BadParameter(f"unknown method(s) {bad}; choose from {','.join(MODEL_NAMES)}")
-    return [ModelName(n) for n in dict.fromkeys(names)]
+        raise click.BadParameter(f"unknown method(s) {bad}; choose from {','.join(LEARNED_METHOD_NAMES)}")
+    return [Method(n) for n in dict.fromkeys(names)]
 
 
 @click.command("device")

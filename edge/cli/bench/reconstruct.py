@@ -13,7 +13,7 @@ import time
 
 import click
 
-from edge.reconstruction.models import MODEL_NAMES
+from edge.reconstruction.methods import LEARNED_METHOD_NAMES
 from firmware_io.exits import fail
 
 
@@ -21,8 +21,7 @@ def _eager_reference(loaded, geometry):
     """Plain eager torch fp32 (no channels_last), the baseline every figure is compared with."""
     import torch
 
-    from edge.reconstruction.backends.networks import prepare_torch
-
+    prepare_torch = loaded.network.prepare_torch
     module = loaded.model.eval()
 
     class _Eager:
@@ -30,14 +29,14 @@ def _eager_reference(loaded, geometry):
 
         def reconstruct(self, windows):
             with torch.inference_mode():
-                x = prepare_torch(loaded.name, torch.from_numpy(windows), geometry)
+                x = prepare_torch(torch.from_numpy(windows), geometry)
                 return module(x)[:, 0].numpy()
 
     return _Eager()
 
 
 @click.command("reconstruct")
-@click.option("--method", type=click.Choice(MODEL_NAMES), required=True)
+@click.option("--method", type=click.Choice(LEARNED_METHOD_NAMES), required=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None)
 @click.option("--height", type=click.IntRange(min=1), default=250, show_default=True)
 @click.option("--width", type=click.IntRange(min=1), default=400, show_default=True)
@@ -53,9 +52,15 @@ def bench_reconstruct(method, checkpoint, height, width, iterations, threads, us
     import numpy as np
     import torch
 
-    from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device
-    from edge.reconstruction.backends.networks import available_backends, build_backend
-    from edge.reconstruction.models.checkpoints import CheckpointError, load_network
+    from edge.reconstruction.backends import (
+        BackendName,
+        BackendUnavailable,
+        Device,
+        available_backends,
+        build_backend,
+    )
+    from edge.reconstruction.models.checkpoints import CheckpointError
+    from edge.reconstruction.networks import load_network
     from firmware_io.contract import Geometry
 
     torch.set_num_threads(threads)

@@ -1,7 +1,9 @@
-"""Choosing a reconstructor: ``make_reconstructor(method, backend, ...)``.
+"""Choosing a reconstructor: ``make_reconstructor(method, geometry, backend=..., ...)``.
 
-Classical methods always run on numpy. The networks (LRN, STIR) run on torch, ONNX Runtime or
-TensorRT; ``auto`` picks the fastest one available and the returned object's ``backend`` says which.
+Classical methods run on numpy. The networks (LRN, STIR) run on torch, ONNX Runtime or TensorRT
+(prebuilt engines only); ``auto`` picks the fastest one installed and the returned object's
+``backend`` says which. What each backend needs and how it is chosen, built, loaded from an engine
+directory or exported is the table in ``registry``; this package's front door re-exports it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device, Reconstructor
-from edge.reconstruction.backends.classical import ClassicalReconstructor
+from edge.reconstruction.backends.registry import (
+    available_backends,
+    build_backend,
+    build_classical,
+    check_device,
+    export_engine,
+    load_engine_dir,
+)
 from edge.reconstruction.methods import Method, method_spec
+from edge.reconstruction.networks import load_network
 from firmware_io.contract import Geometry
 
-__all__ = ["BackendName", "BackendUnavailable", "Device", "Reconstructor", "make_reconstructor"]
+__all__ = ["BackendName", "BackendUnavailable", "Device", "Reconstructor", "available_backends", "build_backend",
+           "check_device", "export_engine", "load_engine_dir", "make_reconstructor"]
 
 
 def make_reconstructor(
@@ -26,16 +37,19 @@ def make_reconstructor(
     checkpoint: str | Path | None = None,
     engine: str | Path | None = None,
 ) -> Reconstructor:
+    """A reconstructor for ``method``: classical on numpy; a network from ``engine`` (a directory written by
+    ``spike-train export``) or from ``checkpoint`` / the packaged default weights on ``backend``."""
     spec = method_spec(method)
     backend = BackendName(backend)
     if not spec.learned:
-        if backend not in (BackendName.AUTO, BackendName.NUMPY):
-            raise BackendUnavailable(f"{spec.method.value} runs on the numpy backend only, not {backend.value}")
-        return ClassicalReconstructor(spec.method, geometry, window_planes or spec.window_planes)
-    from edge.reconstruction.backends.networks import make_network_reconstructor  # torch is optional
-
-    recon = make_network_reconstructor(spec.method, geometry, backend=backend, device=Device(device),
-                                       checkpoint=checkpoint, engine=engine)
+        return build_classical(spec.method, geometry, window_planes or spec.window_planes, backend)
+    device = Device(device)
+    if engine is not None:
+        if checkpoint is not None:
+            raise ValueError("give --checkpoint or --engine, not both (an engine directory carries its own weights)")
+        recon = load_engine_dir(engine, geometry, model=spec.method, backend=backend, device=device)
+    else:
+        recon = build_backend(load_network(spec.method, checkpoint), geometry, backend, device)
     if window_planes is not None and window_planes != recon.window_planes:
         raise ValueError(f"these {spec.method.value} weights take a fixed {recon.window_planes}-plane window, "
                          f"not {window_planes}")

@@ -7,17 +7,26 @@ A ``Reconstructor`` turns a batch of windows of *packed* planes into images:
 Input planes are in camera order (``firmware_io.contract``); unpacking, voxelisation and padding are
 the backend's job, so a GPU backend can unpack on the device. Output is the method's raw value (TFP
 in [0, 1], TFI = 1/interval, the networks' unnormalised output), upright.
+
+A backend is one module, imported by the registry (``edge.reconstruction.backends.registry``) when
+first used: the classical backend's module provides ``build(method, geometry, window_planes)``; a
+network backend's module provides the functions of ``NetworkBackend``.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from edge.reconstruction.methods import Method
+from edge.reconstruction.models import Precision
 from firmware_io.contract import Geometry
+
+if TYPE_CHECKING:
+    from edge.reconstruction.networks import LoadedNetwork
 
 
 class BackendName(str, enum.Enum):
@@ -46,6 +55,28 @@ class Reconstructor(Protocol):
     weights_id: str  # sha256 prefix of the weights, or "none" for classical methods
 
     def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray: ...
+
+
+class NetworkBackend(Protocol):
+    """What a network backend's module provides (the registry entry says what it needs and loads)."""
+
+    def build(self, loaded: LoadedNetwork, geometry: Geometry, device: Device, *, precision: Precision | None,
+              compile: bool) -> Reconstructor:
+        """A reconstructor running the loaded weights (not called for engine-only backends)."""
+
+    def load(self, artifact: Path, method: Method, geometry: Geometry, window_planes: int, weights_id: str,
+             device: Device, precision: Precision) -> Reconstructor:
+        """A reconstructor running the artifact of a checked engine directory."""
+
+    def write_artifact(self, net: Any, input_shape: tuple[int, ...], precision: Precision, path: Path, *,
+                       opset: int) -> dict[str, Any]:
+        """Write ``net``'s artifact for one input shape to ``path``; return the format's own manifest fields."""
+
+    def library_versions(self) -> dict[str, str | None]:
+        """The versions of the backend's libraries, recorded in manifests (torch and python are always)."""
+
+    def engine_problems(self, manifest: dict[str, Any]) -> list[str]:
+        """What in a manifest does not fit this machine for reasons of the format itself (e.g. TensorRT's GPU)."""
 
 
 def check_windows(packed_windows: np.ndarray, window_planes: int, geometry: Geometry) -> np.ndarray:

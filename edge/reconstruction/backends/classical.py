@@ -1,4 +1,4 @@
-"""TFP and TFI behind the ``Reconstructor`` interface (numpy, CPU)."""
+"""The numpy backend: TFP and TFI behind the ``Reconstructor`` interface (CPU; the registry's ``numpy`` entry)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,7 @@ class ClassicalReconstructor:
             else:
                 out[i] = tfi(unpack_planes(window, self.geometry))
         return out
+
+
+def build(method: Method, geometry: Geometry, window_planes: int) -> ClassicalReconstructor:
+    return ClassicalReconstructor(method, geometry, window_planes)

@@ -1,14 +1,15 @@
 """LRN / STIR on ONNX Runtime (CUDA execution provider when present, else CPU).
 
 The ONNX graph holds the network only; its input is the network input (LRN: voxels ``(B, 50, H, W)``,
-STIR: planes ``(B, T, H, W)``), prepared on the host by ``edge.reconstruction.backends.networks.prepare_numpy``
-(LRN voxels are counted straight from the packed bytes). Graph optimisations are at
-``ORT_ENABLE_ALL`` (convolution layout transforms, fusions); intra-op threads default to torch's
-thread count so one setting (``--threads``) governs both libraries.
+STIR: planes ``(B, T, H, W)``), prepared on the host as the method table says
+(``edge.reconstruction.inputs``; LRN voxels are counted straight from the packed bytes). Graph
+optimisations are at ``ORT_ENABLE_ALL`` (convolution layout transforms, fusions); intra-op threads
+default to torch's thread count so one setting (``--threads``) governs both libraries.
 
-A session is made from an ``.onnx`` file (an engine directory) or from a network exported in memory
-(``from_network``: the TorchScript-based exporter for LRN, under a second; the dynamo exporter for
-STIR, whose graph runs about twice as fast in ONNX Runtime as the TorchScript-based export).
+A session is made from an ``.onnx`` file (an engine directory, ``load``) or from a network exported
+in memory (``build``), with the exporter the method table names for the network (LRN: the
+TorchScript-based one, under a second; STIR: the dynamo exporter, whose graph runs about twice as
+fast in ONNX Runtime). Running needs no torch; exporting does.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ from typing import Any
 import numpy as np
 
 from edge.reconstruction.backends.base import BackendUnavailable, Device, check_windows
-from edge.reconstruction.backends.networks import prepare_numpy
-from edge.reconstruction.methods import Method
-from edge.reconstruction.models import ModelName, Precision
+from edge.reconstruction.engines import distribution_version
+from edge.reconstruction.methods import Method, learned_spec
+from edge.reconstruction.models import ONNX_MIN_OPSET, ONNX_OPSET, Precision
 from firmware_io.contract import Geometry
-
-DEFAULT_OPSET = 18
 
 
 def _ort():
@@ -38,17 +37,16 @@ def _ort():
     return onnxruntime
 
 
-def make_session(model: str | Path | bytes, device: Device, threads: int | None = None):
+def make_session(model: str | Path | bytes, device: Device):
     ort = _ort()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads is None:
-        try:
-            import torch
+    try:
+        import torch
 
-            threads = torch.get_num_threads()
-        except ImportError:
-            threads = 0
+        threads = torch.get_num_threads()
+    except ImportError:
+        threads = 0  # ONNX Runtime's default
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     if device is Device.CUDA:
@@ -61,7 +59,7 @@ def make_session(model: str | Path | bytes, device: Device, threads: int | None 
     return ort.InferenceSession(source, options, providers=providers)
 
 
-def export_onnx(module, example, path_or_buffer, *, opset: int = DEFAULT_OPSET, dynamo: bool = True) -> None:
+def export_onnx(module, example, path_or_buffer, *, opset: int = ONNX_OPSET, dynamo: bool = True) -> None:
     """Export ``module`` (input ``x``, output ``y``) with a fixed input shape."""
     import torch
 
@@ -82,15 +80,10 @@ def export_onnx(module, example, path_or_buffer, *, opset: int = DEFAULT_OPSET, 
                                   input_names=["x"], output_names=["y"])
 
 
-def network_input_shape(model: ModelName, window_planes: int, geometry: Geometry, batch: int = 1) -> tuple[int, ...]:
-    channels = window_planes // 4 if model is ModelName.LRN else window_planes
-    return (batch, channels, geometry.height, geometry.width)
-
-
 @dataclass
 class OnnxReconstructor:
     session: Any
-    model: ModelName
+    method: Method
     geometry: Geometry
     window_planes: int
     weights_id: str
@@ -98,27 +91,13 @@ class OnnxReconstructor:
     precision: Precision = Precision.FP32
 
     def __post_init__(self) -> None:
-        self.method = Method(self.model.value)
+        self._prepare = learned_spec(self.method).network.prepare_numpy
         provider = self.session.get_providers()[0]
         self.backend = f"onnxruntime-{provider}"
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self._batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self._np_dtype = np.float16 if self.precision is Precision.FP16 else np.float32
-
-    @classmethod
-    def from_network(cls, loaded, geometry: Geometry, device: Device, *, precision: Precision = Precision.FP32,
-                     threads: int | None = None) -> "OnnxReconstructor":
-        import torch
-
-        if precision is not Precision.FP32:
-            raise ValueError("in-memory ONNX export is fp32; export an fp16 engine with spike-train export")
-        shape = network_input_shape(loaded.name, loaded.window_planes, geometry)
-        buffer = io.BytesIO()
-        export_onnx(loaded.model, torch.zeros(shape), buffer, dynamo=loaded.name is ModelName.STIR,
-                    opset=DEFAULT_OPSET if loaded.name is ModelName.STIR else 17)
-        session = make_session(buffer.getvalue(), device, threads)
-        return cls(session, loaded.name, geometry, loaded.window_planes, loaded.weights_id, device, precision)
 
     def run_input(self, x: np.ndarray) -> np.ndarray:
         """Network input ``(B, C, H, W)`` -> float32 images ``(B, H, W)``."""
@@ -130,7 +109,54 @@ class OnnxReconstructor:
 
     def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray:
         windows = check_windows(packed_windows, self.window_planes, self.geometry)
-        return self.run_input(prepare_numpy(self.model, windows, self.geometry))
+        return self.run_input(self._prepare(windows, self.geometry))
 
 
-__all__ = ["OnnxReconstructor", "export_onnx", "make_session", "network_input_shape"]
+# -- the backend's functions (``base.NetworkBackend``) ---------------------------------------------
+
+
+def build(loaded, geometry: Geometry, device: Device, *, precision: Precision | None = None,
+          compile: bool = False) -> OnnxReconstructor:
+    """The loaded network exported in memory (fp32) and run in an ONNX Runtime session."""
+    import torch
+
+    if precision not in (None, Precision.FP32):
+        raise ValueError("in-memory ONNX export is fp32; export an fp16 engine with spike-train export")
+    if compile:
+        raise ValueError("torch.compile applies to the torch backend, not to ONNX Runtime")
+    network = loaded.network
+    shape = network.input_shape(loaded.window_planes, geometry)
+    buffer = io.BytesIO()
+    export_onnx(loaded.model, torch.zeros(shape), buffer, dynamo=network.onnx_dynamo)
+    session = make_session(buffer.getvalue(), device)
+    return OnnxReconstructor(session, loaded.method, geometry, loaded.window_planes, loaded.weights_id, device,
+                             Precision.FP32)
+
+
+def load(artifact: Path, method: Method, geometry: Geometry, window_planes: int, weights_id: str, device: Device,
+         precision: Precision) -> OnnxReconstructor:
+    return OnnxReconstructor(make_session(artifact, device), method, geometry, window_planes, weights_id, device,
+                             precision)
+
+
+def write_artifact(net, input_shape: tuple[int, ...], precision: Precision, path: Path, *, opset: int) -> dict[str, Any]:
+    """Export ``net`` (halved for fp16) with the dynamo exporter at ``opset``."""
+    import torch
+
+    if opset < ONNX_MIN_OPSET:
+        raise ValueError(f"ONNX export needs opset >= {ONNX_MIN_OPSET} (GridSample), got {opset}")
+    dtype = torch.float16 if precision is Precision.FP16 else torch.float32
+    export_onnx(net.to(dtype), torch.zeros(input_shape, dtype=dtype), path, opset=opset, dynamo=True)
+    return {"opset": opset}
+
+
+def library_versions() -> dict[str, str | None]:
+    return {"onnx": distribution_version("onnx"), "onnxruntime": distribution_version("onnxruntime", "onnxruntime-gpu")}
+
+
+def engine_problems(manifest: dict[str, Any]) -> list[str]:
+    return []  # an ONNX graph runs on any ONNX Runtime that has its opset
+
+
+__all__ = ["OnnxReconstructor", "build", "engine_problems", "export_onnx", "library_versions", "load",
+           "make_session", "write_artifact"]

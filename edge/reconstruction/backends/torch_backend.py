@@ -1,9 +1,9 @@
 """LRN / STIR on torch: CPU fp32 (channels_last, inference mode) and CUDA fp16 (channels_last, CUDA graphs).
 
 ``TorchReconstructor.reconstruct(packed uint8 (B, T, plane_bytes)) -> float32 (B, H, W)``: the packed
-bytes go to the device as they are (8x less traffic than unpacked planes), are unpacked there
-(``edge.reconstruction.backends.torch_unpack``), voxelised (LRN) and fed to the network; STIR pads and crops inside
-its ``forward``.
+bytes go to the device as they are (8x less traffic than unpacked planes), are prepared there as the
+method table says (``edge.reconstruction.inputs``: unpacked, voxelised for LRN) and fed to the
+network; STIR pads and crops inside its ``forward``.
 
 On CUDA the whole chain (unpack, voxelise, network) for a given batch size is captured once into a
 CUDA graph and replayed: one host-to-device copy into a static input buffer, one replay, one
@@ -14,20 +14,23 @@ float32.
 Design: ``torch.compile`` (inductor with weight freezing) is a further ~1.4-2x on the CPU for STIR
 but compiles for one to two minutes on two cores, so it is opt-in (``compile=True``, used by
 ``spike-edge bench reconstruct --compile``) rather than a start-up cost for every user.
+
+Its artifact is TorchScript (``model.ts``): traced on the CPU in fp32, on a GPU in fp16.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from edge.reconstruction.backends.base import Device, check_windows
-from edge.reconstruction.backends.networks import prepare_torch
-from edge.reconstruction.methods import Method
-from edge.reconstruction.models import ModelName, Precision
+from edge.reconstruction.backends.base import BackendUnavailable, Device, check_windows
+from edge.reconstruction.methods import Method, learned_spec
+from edge.reconstruction.models import Precision
 from firmware_io.contract import Geometry
 
 
@@ -41,7 +44,7 @@ class _Graph:
 @dataclass
 class TorchReconstructor:
     module: Any  # an nn.Module or a TorchScript module taking the network input
-    model: ModelName
+    method: Method
     geometry: Geometry
     window_planes: int
     weights_id: str
@@ -56,7 +59,7 @@ class TorchReconstructor:
     _pinned: dict[int, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.method = Method(self.model.value)
+        self._prepare = learned_spec(self.method).network.prepare_torch
         self._torch_device = torch.device("cuda" if self.device is Device.CUDA else "cpu")
         if self.device is Device.CPU and self.precision is not Precision.FP32:
             raise ValueError("the torch CPU backend runs fp32 only (fp16 convolutions are slow on CPUs)")
@@ -68,24 +71,10 @@ class TorchReconstructor:
         self.backend = self.label or (
             f"torch-{self.device.value}-{self.precision.value}" + ("-compiled" if self.compiled else ""))
 
-    @classmethod
-    def from_network(cls, loaded, geometry: Geometry, device: Device, *, precision: Precision | None = None,
-                     compile: bool = False) -> "TorchReconstructor":
-        if precision is None:
-            precision = Precision.FP16 if device is Device.CUDA else Precision.FP32
-        rec = cls(loaded.model, loaded.name, geometry, loaded.window_planes, loaded.weights_id, device, precision,
-                  compiled=compile)
-        if compile:
-            import torch._inductor.config as inductor_config
-
-            inductor_config.freezing = True
-            rec.module = torch.compile(rec.module)
-        return rec
-
     # -- the computation ---------------------------------------------------------------------
 
     def _forward(self, packed: torch.Tensor) -> torch.Tensor:
-        x = prepare_torch(self.model, packed, self.geometry).to(self._dtype)
+        x = self._prepare(packed, self.geometry).to(self._dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.module(x)[:, 0].float()
@@ -134,4 +123,57 @@ class TorchReconstructor:
         return entry.static_out.cpu().numpy()  # .cpu() synchronises the stream
 
 
-__all__ = ["TorchReconstructor"]
+# -- the backend's functions (``base.NetworkBackend``) ---------------------------------------------
+
+
+def build(loaded, geometry: Geometry, device: Device, *, precision: Precision | None = None,
+          compile: bool = False) -> TorchReconstructor:
+    """The loaded network on ``device``: fp16 on CUDA and fp32 on the CPU unless ``precision`` says."""
+    if precision is None:
+        precision = Precision.FP16 if device is Device.CUDA else Precision.FP32
+    rec = TorchReconstructor(loaded.model, loaded.method, geometry, loaded.window_planes, loaded.weights_id, device,
+                             precision, compiled=compile)
+    if compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        rec.module = torch.compile(rec.module)
+    return rec
+
+
+def load(artifact: Path, method: Method, geometry: Geometry, window_planes: int, weights_id: str, device: Device,
+         precision: Precision) -> TorchReconstructor:
+    """A TorchScript artifact, run as loaded (no channels_last conversion)."""
+    if device is Device.CUDA and not torch.cuda.is_available():
+        raise BackendUnavailable("--device cuda was requested but torch sees no CUDA GPU here")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(artifact), map_location="cuda" if device is Device.CUDA else "cpu").eval()
+    return TorchReconstructor(module, method, geometry, window_planes, weights_id, device, precision,
+                              channels_last=False, convert_module=False,
+                              label=f"torchscript-{device.value}-{precision.value}")
+
+
+def write_artifact(net, input_shape: tuple[int, ...], precision: Precision, path: Path, *, opset: int) -> dict[str, Any]:
+    """Trace ``net`` to TorchScript (fp16 on the GPU); ``opset`` is ONNX's and does not apply."""
+    if precision is Precision.FP16 and not torch.cuda.is_available():
+        raise ValueError("an fp16 TorchScript artifact is traced on a GPU; none is present")
+    device = "cuda" if precision is Precision.FP16 else "cpu"
+    dtype = torch.float16 if precision is Precision.FP16 else torch.float32
+    net = net.to(device, dtype)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still the portable format
+        traced = torch.jit.trace(net, torch.zeros(input_shape, dtype=dtype, device=device), check_trace=False)
+        torch.jit.save(traced, str(path))
+    return {}
+
+
+def library_versions() -> dict[str, str | None]:
+    return {}  # torch's own version is in every manifest
+
+
+def engine_problems(manifest: dict[str, Any]) -> list[str]:
+    return []  # TorchScript runs on any machine with torch (fp16 and CUDA are checked by the registry)
+
+
+__all__ = ["TorchReconstructor", "build", "engine_problems", "library_versions", "load", "write_artifact"]

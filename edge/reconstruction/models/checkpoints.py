@@ -1,4 +1,4 @@
-"""Building the networks and loading their weights: one strict path for every consumer.
+"""Reading network weights and loading them strictly: one path for every consumer, for any network.
 
 - ``read_state_dict(path)``: a state_dict from a ``.pt``/``.pth`` file, unwrapped from
   ``{'state_dict': ...}`` / ``{'model': ...}`` and with a DataParallel ``module.`` prefix removed.
@@ -6,55 +6,23 @@
   shape mismatch, raises ``CheckpointError`` (a ``ValueError``) that names them.
 - ``weights_id(path)``: the first 12 hex digits of the file's sha256, carried in frame headers and
   export manifests.
-- ``resolve_checkpoint(model, checkpoint)``: the given path, else the packaged default
-  ``edge/models/weights/<model>_default.pt`` when it exists, else a ``CheckpointError`` saying that
-  ``--checkpoint`` is required.
-- ``load_network(model, checkpoint)``: all of the above, returning the model in eval mode.
 
-The STIR variant (61 or 41 planes) is read off the checkpoint (the embedding block's input channels).
+Which network a method builds, and its packaged default weights, are ``edge.reconstruction.networks``'
+business (``load_network``), which uses these.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from edge.reconstruction.models import ModelName
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS_ID_HEX = 12
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not fit the network (names the keys)."""
-
-
-def default_weights_path(model: str | ModelName) -> Path:
-    return WEIGHTS_DIR / f"{ModelName(model).value}_default.pt"
-
-
-def has_default_weights(model: str | ModelName) -> bool:
-    return default_weights_path(model).is_file()
-
-
-def resolve_checkpoint(model: str | ModelName, checkpoint: str | Path | None) -> Path:
-    """The checkpoint to use: the given one (must exist) or the packaged default."""
-    model = ModelName(model)
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        return path
-    default = default_weights_path(model)
-    if default.is_file():
-        return default
-    raise CheckpointError(
-        f"no default weights are packaged for {model.value} (expected {default}); "
-        f"--checkpoint PATH is required"
-    )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -132,58 +100,5 @@ def load_strict(model, state: Mapping[str, Any], source: str = "checkpoint") -> 
     model.load_state_dict(state, strict=True)
 
 
-def build_network(model: str | ModelName, state: Mapping[str, Any] | None = None, window_planes: int | None = None):
-    """A fresh (randomly initialised) network; for STIR the variant follows ``state`` or ``window_planes``."""
-    model = ModelName(model)
-    if model is ModelName.LRN:
-        from edge.reconstruction.models.lrn import LRN
-
-        return LRN()
-    from edge.reconstruction.models.stir import STIR, STIR_VARIANTS
-
-    if window_planes is None and state is not None and "resnet.conv1.weight" in state:
-        sub = int(state["resnet.conv1.weight"].shape[1])
-        window_planes = next((w for w, v in STIR_VARIANTS.items() if v.substream_planes == sub), None)
-        if window_planes is None:
-            raise CheckpointError(f"STIR checkpoint has {sub}-plane sub-streams; known variants: "
-                                  f"{ {w: v.substream_planes for w, v in STIR_VARIANTS.items()} }")
-    return STIR(window_planes or 61)
-
-
-@dataclass(frozen=True)
-class LoadedNetwork:
-    model: Any  # torch.nn.Module, eval mode, on the CPU
-    name: ModelName
-    weights_path: Path | None
-    weights_sha256: str  # "" for random weights
-    weights_id: str  # "random" for random weights
-
-    @property
-    def window_planes(self) -> int:
-        return int(self.model.window_planes)
-
-
-def load_network(model: str | ModelName, checkpoint: str | Path | None, *, allow_random: bool = False) -> LoadedNetwork:
-    """Build ``model`` and load its weights strictly (``checkpoint`` or the packaged default).
-
-    With ``allow_random`` and no weights available, returns a randomly initialised network (for
-    benchmarks); its ``weights_id`` is ``"random"``.
-    """
-    model = ModelName(model)
-    try:
-        path = resolve_checkpoint(model, checkpoint)
-    except CheckpointError:
-        if not allow_random:
-            raise
-        net = build_network(model).eval()
-        return LoadedNetwork(net, model, None, "", "random")
-    state = read_state_dict(path)
-    net = build_network(model, state)
-    load_strict(net, state, str(path))
-    sha = file_sha256(path)
-    return LoadedNetwork(net.eval(), model, path, sha, sha[:WEIGHTS_ID_HEX])
-
-
-__all__ = ["CheckpointError", "LoadedNetwork", "build_network", "default_weights_path", "file_sha256",
-           "has_default_weights", "load_network", "load_strict", "read_state_dict", "resolve_checkpoint",
-           "unwrap_state_dict", "weights_id"]
+__all__ = ["CheckpointError", "WEIGHTS_ID_HEX", "file_sha256", "load_strict", "read_state_dict", "unwrap_state_dict",
+           "weights_id"]

@@ -1,4 +1,4 @@
-"""SpikeCLIP's LRN (lightweight reconstruction network) and its input voxelisation.
+"""SpikeCLIP's LRN (lightweight reconstruction network): the torch module, its input transform, ``build``.
 
 The network is five full-resolution 3x3 convolutions 50 -> 64 -> 128 -> 64 -> 16 -> 1 (stride 1,
 padding 1, bias), ReLU after the first four, no final activation: 185,889 parameters. It is built as
@@ -6,35 +6,23 @@ padding 1, bias), ReLU after the first four, no final activation: 185,889 parame
 official checkpoint's (``0.0.weight`` ... ``3.0.bias``, ``4.weight``, ``4.bias``).
 
 Input: 200 upright planes, voxelised into 50 channels by summing runs of 4 consecutive planes
-(``voxelise``), values 0..4. Output: an unbounded image roughly in [0, 1.1] (a firing-rate-like scale).
+(``edge.reconstruction.inputs.voxelise``), values 0..4. Output: an unbounded image roughly in
+[0, 1.1] (a firing-rate-like scale).
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import nn
 
+from edge.reconstruction.inputs import LRN_PLANES_PER_BIN, voxelise
+
 LRN_WINDOW_PLANES = 200
-LRN_PLANES_PER_BIN = 4
 LRN_IN_CHANNELS = LRN_WINDOW_PLANES // LRN_PLANES_PER_BIN  # 50
 LRN_CHANNELS = (LRN_IN_CHANNELS, 64, 128, 64, 16, 1)
 LRN_PARAMETERS = 185_889
-
-
-def voxelise(planes: torch.Tensor, planes_per_bin: int = LRN_PLANES_PER_BIN) -> torch.Tensor:
-    """Sum runs of ``planes_per_bin`` consecutive planes: ``(B, T, H, W)`` -> float ``(B, T // k, H, W)``.
-
-    ``T`` must be a multiple of ``planes_per_bin`` (200 planes -> 50 channels for LRN). Any integer or
-    float dtype is accepted; the result is float32 (or the input's float dtype).
-    """
-    if planes.ndim != 4:
-        raise ValueError(f"planes must have shape (B, T, H, W), got {tuple(planes.shape)}")
-    batch, n_planes, height, width = planes.shape
-    if planes_per_bin <= 0 or n_planes % planes_per_bin:
-        raise ValueError(f"{n_planes} planes do not split into runs of {planes_per_bin}")
-    dtype = planes.dtype if planes.dtype.is_floating_point else torch.float32
-    grouped = planes.reshape(batch, n_planes // planes_per_bin, planes_per_bin, height, width)
-    return grouped.sum(dim=2, dtype=dtype)
 
 
 class LRN(nn.Sequential):
@@ -57,4 +45,11 @@ class LRN(nn.Sequential):
         return voxelise(planes)
 
 
-__all__ = ["LRN", "voxelise", "LRN_WINDOW_PLANES", "LRN_PARAMETERS"]
+def build(window_planes: int | None = None, state: Mapping[str, Any] | None = None) -> LRN:
+    """A fresh LRN; there is one variant (200 planes), so ``state`` has nothing to choose."""
+    if window_planes is not None and window_planes != LRN_WINDOW_PLANES:
+        raise ValueError(f"LRN takes a {LRN_WINDOW_PLANES}-plane window, not {window_planes}")
+    return LRN()
+
+
+__all__ = ["LRN", "build", "LRN_WINDOW_PLANES", "LRN_PARAMETERS"]

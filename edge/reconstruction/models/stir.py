@@ -4,7 +4,7 @@ One definition serves inference, training and export. Layer attribute names foll
 model so that an official checkpoint (after ``edge.reconstruction.models.checkpoints`` strips its ``module.``
 prefix) loads with ``strict=True``; the misspelt ``decorder_*`` names are part of that layout.
 
-Structure (61-plane model, 5,107,960 parameters):
+Structure (61-plane model, 5,107,960 parameters; the 41-plane variant has 5,078,698):
 
 - Three sub-streams of the window (``[0:21]``, ``[20:41]``, ``[40:61]``; the 41-plane variant uses
   ``[0:15]``, ``[13:28]``, ``[26:41]``), each embedded as nested-window TFP channels (the full
@@ -31,23 +31,29 @@ Design: the warp casts features and sampling grid to float32 whatever the networ
 in fp16 the normalised grid coordinates of a 1280-wide image would be off by a third of a pixel.
 The Restormer layer norm is written over the channel axis of the NCHW tensor (no transposes), which
 keeps channels_last memory layouts intact and exports to plain ONNX ops.
+
+``build(window_planes, state)`` makes a fresh network of the variant asked for, or of the one a
+checkpoint was trained as (read off its embedding block's input channels).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.reconstruction.models.checkpoints import CheckpointError
+
+STIR_DEFAULT_WINDOW = 61
 STIR_PAD_MULTIPLE = 16
 STIR_CHANNELS = (16, 24, 32, 64, 96)
 STIR_HIDDEN = 8
 STIR_MOTION_GROUPS = 3
 STIR_RESIDUAL_CHANNELS = 11
-STIR_PARAMETERS = {61: 5_107_960}
+STIR_PARAMETERS = {61: 5_107_960, 41: 5_078_698}
 
 
 @dataclass(frozen=True)
@@ -390,7 +396,7 @@ class StirLevels(NamedTuple):
 class STIR(nn.Module):
     """STIR for a ``window_planes``-plane window (61, or 41 for the retrained variant)."""
 
-    def __init__(self, window_planes: int = 61) -> None:
+    def __init__(self, window_planes: int = STIR_DEFAULT_WINDOW) -> None:
         super().__init__()
         if window_planes not in STIR_VARIANTS:
             raise ValueError(f"STIR exists for windows of {sorted(STIR_VARIANTS)} planes, not {window_planes}")
@@ -448,5 +454,24 @@ class STIR(nn.Module):
         return planes if planes.dtype.is_floating_point else planes.float()
 
 
-__all__ = ["STIR", "STIR_VARIANTS", "StirVariant", "StirLevels", "nested_tfp", "pad_to_multiple",
-           "backward_warp", "tfp_trims", "STIR_PARAMETERS"]
+def window_of_state(state: Mapping[str, Any]) -> int | None:
+    """The variant a state_dict was trained as (its sub-stream length), or None when it does not say."""
+    if "resnet.conv1.weight" not in state:
+        return None
+    sub = int(state["resnet.conv1.weight"].shape[1])
+    window = next((w for w, v in STIR_VARIANTS.items() if v.substream_planes == sub), None)
+    if window is None:
+        raise CheckpointError(f"STIR checkpoint has {sub}-plane sub-streams; known variants: "
+                              f"{ {w: v.substream_planes for w, v in STIR_VARIANTS.items()} }")
+    return window
+
+
+def build(window_planes: int | None = None, state: Mapping[str, Any] | None = None) -> STIR:
+    """A fresh STIR: the ``window_planes`` variant, else the one ``state`` was trained as, else 61 planes."""
+    if window_planes is None and state is not None:
+        window_planes = window_of_state(state)
+    return STIR(window_planes or STIR_DEFAULT_WINDOW)
+
+
+__all__ = ["STIR", "STIR_VARIANTS", "StirVariant", "StirLevels", "build", "nested_tfp", "pad_to_multiple",
+           "backward_warp", "tfp_trims", "window_of_state", "STIR_DEFAULT_WINDOW", "STIR_PARAMETERS"]

@@ -8,13 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from edge.reconstruction.backends import BackendUnavailable, make_reconstructor
-from edge.reconstruction.backends.networks import available_backends, build_backend
-from edge.reconstruction.backends.base import BackendName, Device
-from edge.reconstruction.engines import EngineMismatch, export_engine, load_engine_dir, read_manifest
-from edge.reconstruction.models.checkpoints import CheckpointError, load_network
-from edge.reconstruction.models.lrn import LRN, voxelise
+from edge.reconstruction.backends import (
+    BackendName,
+    BackendUnavailable,
+    Device,
+    available_backends,
+    build_backend,
+    export_engine,
+    load_engine_dir,
+    make_reconstructor,
+)
+from edge.reconstruction.engines import EngineMismatch, read_manifest
+from edge.reconstruction.inputs import voxelise
+from edge.reconstruction.models.checkpoints import CheckpointError
+from edge.reconstruction.models.lrn import LRN
 from edge.reconstruction.models.stir import STIR
+from edge.reconstruction.networks import load_network
 from firmware_io.bitpack import pack_planes
 from firmware_io.contract import Geometry
 from firmware_io.dat import DatReader
@@ -84,9 +93,9 @@ def test_batch_and_stir_torch_backend(random_stir):
 
 
 def test_network_without_weights_needs_checkpoint(tmp_path, monkeypatch):
-    from edge.reconstruction.models import checkpoints
+    from edge.reconstruction import networks
 
-    monkeypatch.setattr(checkpoints, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(networks, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="--checkpoint"):
         make_reconstructor("stir", Geometry(32, 32))
 
@@ -174,7 +183,7 @@ def test_cuda_torch_backend_matches_cpu(model, random_lrn, random_stir):
     expected = eager(load_network(model, checkpoint).model, planes, model == "lrn")
     for _ in range(2):  # capture, then replay
         np.testing.assert_allclose(rec.reconstruct(packed), expected, atol=2e-2 * max(1.0, np.abs(expected).max()))
-    from edge.reconstruction.backends.torch_unpack import unpack_planes_torch
+    from edge.reconstruction.torch_unpack import unpack_planes_torch
 
     got = unpack_planes_torch(torch.from_numpy(packed).cuda(), geometry).cpu().numpy()
     np.testing.assert_array_equal(got, planes)

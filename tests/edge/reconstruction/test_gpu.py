@@ -22,11 +22,10 @@ torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-from edge.reconstruction.backends.base import BackendName, Device  # noqa: E402
-from edge.reconstruction.backends.networks import build_backend  # noqa: E402
+from edge.reconstruction.backends import BackendName, Device, build_backend  # noqa: E402
 from edge.cli.bench.device import EagerReconstructor, agreement, agreement_windows, strict_fp32  # noqa: E402
 from edge.reconstruction.models import Precision  # noqa: E402
-from edge.reconstruction.models.checkpoints import load_network  # noqa: E402
+from edge.reconstruction.networks import load_network  # noqa: E402
 from edge.cli.processes import EDGE  # noqa: E402
 from firmware_io.contract import Geometry  # noqa: E402
 
@@ -67,7 +66,7 @@ def test_cuda_fp16_psnr_over_40db(network):
 
 @pytest.mark.parametrize("shape", [(250, 400), (256, 400), (19, 37), (1, 8), (3, 5)])
 def test_gpu_unpacking_is_bit_exact(shape):
-    from edge.reconstruction.backends.torch_unpack import unpack_planes_torch
+    from edge.reconstruction.torch_unpack import unpack_planes_torch
     from firmware_io.bitpack import unpack_planes
 
     geometry = Geometry(*shape)

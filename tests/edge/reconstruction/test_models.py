@@ -10,11 +10,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.reconstruction.backends.torch_unpack import unpack_planes_torch
-from edge.reconstruction.models import checkpoints
-from edge.reconstruction.models.checkpoints import CheckpointError, load_network, load_strict, read_state_dict, weights_id
-from edge.reconstruction.models.lrn import LRN, voxelise
+from edge.reconstruction import networks
+from edge.reconstruction.inputs import voxelise
+from edge.reconstruction.models.checkpoints import CheckpointError, load_strict, read_state_dict, weights_id
+from edge.reconstruction.models.lrn import LRN
 from edge.reconstruction.models.stir import STIR, nested_tfp, pad_to_multiple, tfp_trims
+from edge.reconstruction.networks import load_network
+from edge.reconstruction.torch_unpack import unpack_planes_torch
 from firmware_io.bitpack import unpack_planes
 from firmware_io.contract import Geometry
 from firmware_io.dat import DatReader
@@ -87,11 +89,11 @@ def test_wrappers_and_module_prefix(tmp_path):
 
 
 def test_default_weights_lookup(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoints, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(networks, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="--checkpoint"):
         load_network("lrn", None)
     torch.save(LRN().state_dict(), tmp_path / "lrn_default.pt")
-    assert checkpoints.has_default_weights("lrn")
+    assert networks.has_default_weights("lrn")
     assert load_network("lrn", None).weights_path == tmp_path / "lrn_default.pt"
 
 
