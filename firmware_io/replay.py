@@ -112,8 +112,3 @@ class ReplaySource(SourceBase):
         if not self.closed:
             self.recording.close()
         super().close()
-
-
-def source_from_recording(path: str | os.PathLike, **options) -> ReplaySource:
-    """A ``ReplaySource`` over ``path`` (options as ``ReplaySource``)."""
-    return ReplaySource(path, **options)

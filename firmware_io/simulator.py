@@ -130,10 +130,6 @@ class NoiseParams:
             if getattr(self, name) > 1:
                 raise ValueError(f"noise {name} is a fraction in [0, 1], got {getattr(self, name)!r}")
 
-    @property
-    def is_off(self) -> bool:
-        return not (self.spurious_rate or self.gain_fpn or self.gain_jitter or self.hot_pixels or self.dead_pixels)
-
 
 class NoisePreset(str, enum.Enum):
     """Named noise levels (CLI ``--noise``)."""

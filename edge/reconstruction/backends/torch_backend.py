@@ -79,11 +79,6 @@ class TorchReconstructor:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.module(x)[:, 0].float()
 
-    def run_tensor(self, packed: torch.Tensor) -> torch.Tensor:
-        """Packed windows already on the device -> float32 images ``(B, H, W)`` on the device."""
-        with torch.inference_mode():
-            return self._forward(packed)
-
     def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray:
         windows = check_windows(packed_windows, self.window_planes, self.geometry)
         if self.device is Device.CUDA and self.cuda_graphs:

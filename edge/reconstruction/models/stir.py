@@ -68,11 +68,6 @@ class StirVariant:
         start, stop = self.substreams[0]
         return stop - start
 
-    @property
-    def key_offset(self) -> int:
-        """Index within the window of the plane the output image belongs to."""
-        return self.window_planes // 2
-
 
 STIR_VARIANTS: dict[int, StirVariant] = {
     61: StirVariant(61, ((0, 21), (20, 41), (40, 61))),
