@@ -12,6 +12,7 @@ import click
 
 from edge.cli import main as edge_main
 from host.cli import main as host_main
+from firmware_io.atomic import write_text_atomic
 from training.cli import main as train_main
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
@@ -36,5 +37,5 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    OUT.write_text(render())
+    write_text_atomic(OUT, render())
     print(f"wrote {OUT}", file=sys.stderr)

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from edge.reconstruction.backends import BackendName
 from edge.reconstruction.methods import METHOD_NAMES
 from firmware_io.exits import fail
 
@@ -15,7 +16,8 @@ from firmware_io.exits import fail
               help="Method(s) to evaluate; TFP and TFI baselines are always included.")
 @click.option("--checkpoint", default=None, help="Weights for a network (default: the packaged default weights).")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False), help="REDS_BASE-layout folder.")
-@click.option("--backend", default="auto", help="Backend for the networks (auto, torch, onnx, tensorrt).")
+@click.option("--backend", type=click.Choice([b.value for b in BackendName]), default=BackendName.AUTO.value,
+              show_default=True, help="Backend for the networks.")
 @click.option("--tfp-window", type=int, default=41, help="TFP window reported as the baseline (default 41).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
 def eval_command(methods, checkpoint, data, backend, tfp_window, as_json) -> None:

@@ -54,6 +54,7 @@ import click
 import numpy as np
 
 from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device, check_windows
+from edge.reconstruction.engines import distribution_version
 from edge.reconstruction.methods import LEARNED_METHOD_NAMES, Method
 from firmware_io.contract import Geometry
 from firmware_io.exits import ExitCode, fail
@@ -79,17 +80,6 @@ TARGETS = {Method.LRN: Target(2000.0, 0.5), Method.STIR: Target(200.0, 5.0)}
 
 
 # -- environment ---------------------------------------------------------------------------------
-
-
-def _dist_version(*names: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in names:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
-    return None
 
 
 def _cpu_model() -> str | None:
@@ -148,11 +138,11 @@ def environment(device: Device) -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "onnx": _dist_version("onnx"),
-        "onnxruntime": _dist_version("onnxruntime-gpu", "onnxruntime"),
+        "onnx": distribution_version("onnx"),
+        "onnxruntime": distribution_version("onnxruntime-gpu", "onnxruntime"),
         "onnxruntime_providers": None,
         "tensorrt": tensorrt_version(),
-        "torch_tensorrt": _dist_version("torch-tensorrt", "torch_tensorrt"),
+        "torch_tensorrt": distribution_version("torch-tensorrt", "torch_tensorrt"),
         "gpu": None,
     }
     if importlib.util.find_spec("onnxruntime") is not None:
