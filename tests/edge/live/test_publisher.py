@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -67,6 +69,19 @@ def receive_all(sock: zmq.Socket, expected: int | None = None, quiet_s: float = 
     return seqs
 
 
+@contextmanager
+def slow_subscriber(ctx: zmq.Context, *, lossless: bool) -> Iterator[tuple[Publisher, zmq.Socket]]:
+    """A publisher with a one-frame queue and one frame subscriber with small buffers, both connected."""
+    pub = Publisher(URL, lossless=lossless, sndhwm=1, context=ctx)
+    sub = subscriber(ctx, pub, small=True)
+    try:
+        wait_counts(pub, 1, 1)
+        yield pub, sub
+    finally:
+        sub.close()
+        pub.close()
+
+
 def test_subscriptions_are_counted_and_frames_arrive(ctx):
     pub = Publisher(URL, lossless=False, context=ctx)
     try:
@@ -97,10 +112,7 @@ def test_subscriptions_are_counted_and_frames_arrive(ctx):
 
 
 def test_lossless_send_waits_for_a_slow_subscriber_and_loses_nothing(ctx):
-    pub = Publisher(URL, lossless=True, sndhwm=1, context=ctx)
-    sub = subscriber(ctx, pub, small=True)
-    try:
-        wait_counts(pub, 1, 1)
+    with slow_subscriber(ctx, lossless=True) as (pub, sub):
         received: list[int] = []
 
         def idle() -> None:  # the subscriber reads only while the publisher waits: it is the slow one
@@ -113,16 +125,10 @@ def test_lossless_send_waits_for_a_slow_subscriber_and_loses_nothing(ctx):
         received += receive_all(sub, expected=n - len(received))
         assert received == list(range(n))
         assert pub.sent == n and pub.send_waits > 0 and pub.wait_s > 0
-    finally:
-        sub.close()
-        pub.close()
 
 
 def test_lossless_send_gives_up_after_max_wait(ctx):
-    pub = Publisher(URL, lossless=True, sndhwm=1, context=ctx)
-    sub = subscriber(ctx, pub, small=True)  # never reads until the end
-    try:
-        wait_counts(pub, 1, 1)
+    with slow_subscriber(ctx, lossless=True) as (pub, sub):  # never reads until the end
         for seq in range(100):
             waits = pub.send_waits
             started = time.monotonic()
@@ -138,22 +144,13 @@ def test_lossless_send_gives_up_after_max_wait(ctx):
         assert time.monotonic() - started < 5.0 and stop_calls == [1] and pub.send_waits == waits + 2
         # Every frame queued before giving up arrives, in order; the refused ones never do.
         assert receive_all(sub, expected=seq) == list(range(seq))
-    finally:
-        sub.close()
-        pub.close()
 
 
 def test_live_send_never_waits_and_a_full_subscriber_loses_frames(ctx):
-    pub = Publisher(URL, lossless=False, sndhwm=1, context=ctx)
-    sub = subscriber(ctx, pub, small=True)  # never reads until the end
-    try:
-        wait_counts(pub, 1, 1)
+    with slow_subscriber(ctx, lossless=False) as (pub, sub):  # never reads until the end
         n = 60
         assert all(pub.send(frame(seq)) for seq in range(n))
         assert pub.sent == n and pub.send_waits == 0 and pub.wait_s == 0.0
         seqs = receive_all(sub)
         assert 0 < len(seqs) < n, "the subscriber's full queue must have dropped frames, not delayed the sender"
         assert seqs == sorted(set(seqs))  # what arrives is in order, without repeats
-    finally:
-        sub.close()
-        pub.close()

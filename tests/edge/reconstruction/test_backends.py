@@ -21,7 +21,6 @@ from edge.reconstruction.backends import (
 from edge.reconstruction.engines import EngineMismatch, read_manifest
 from edge.reconstruction.inputs import voxelise
 from edge.reconstruction.models.checkpoints import CheckpointError
-from edge.reconstruction.models.lrn import LRN
 from edge.reconstruction.models.stir import STIR
 from edge.reconstruction.networks import load_network
 from firmware_io.bitpack import pack_planes
@@ -30,14 +29,6 @@ from firmware_io.dat import DatReader
 
 TOL = 1e-4
 CPU_BACKENDS = [b for b in available_backends(Device.CPU) if b is not BackendName.TENSORRT]
-
-
-@pytest.fixture(scope="module")
-def random_lrn(tmp_path_factory):
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("w") / "lrn_random.pt"
-    torch.save(LRN().state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -54,16 +54,6 @@ def without(entry, module: str = ABSENT):
     return dataclasses.replace(entry, requires=entry.requires + (module,))
 
 
-@pytest.fixture(scope="module")
-def random_lrn(tmp_path_factory):
-    from edge.reconstruction.models.lrn import LRN
-
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp("w") / "lrn_random.pt"
-    torch.save(LRN().state_dict(), path)
-    return path
-
-
 # -- the method table ----------------------------------------------------------------------------
 
 
