@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from firmware_io.contract import DEFAULT_RATE_HZ, Geometry, Read, ReadStatus, SourceBase, SpikeBlock, now_ns
+from firmware_io.layouts import Layout
 from firmware_io.recording import open_recording
 
 DEFAULT_BLOCK_PLANES = 40
@@ -44,6 +45,7 @@ class ReplaySource(SourceBase):
         speed: float = 1.0,
         loop: bool = False,
         with_head: bool = False,
+        layout: Layout | None = None,
     ) -> None:
         if not isinstance(block_planes, int) or block_planes <= 0:
             raise ValueError(f"block_planes must be a positive integer, got {block_planes!r}")
@@ -52,7 +54,7 @@ class ReplaySource(SourceBase):
         if not speed > 0:
             raise ValueError(f"speed must be positive, got {speed!r}")
         self.path = Path(path)
-        self.recording = open_recording(self.path, geometry, with_head=with_head)
+        self.recording = open_recording(self.path, geometry, with_head=with_head, layout=layout)
         super().__init__(self.recording.geometry, float(rate_hz))
         self.n_file_planes = int(self.recording.n_planes)
         if self.n_file_planes <= 0:

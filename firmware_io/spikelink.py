@@ -1,21 +1,32 @@
-"""ctypes binding to the SpikeLink camera SDK (vendor library, or the fake one in ``fake_spikelink``).
+"""ctypes binding to the vendor's SpikeLink camera library (``spikelinkapi.so``), exactly as published.
 
-The interface follows the facts file ("The camera SDK"): ``init(params*)``, ``setcallback(cb)``,
-``open()``, ``start()``, ``stop()``, ``close()``, ``releaseFrame(frame*)``, ``getState()``. The
-vendor header is not available, so the C side is declared in ``firmware_io/fake_spikelink/
-spikelink.h`` and mirrored here (``InitParams``, ``Frame``); both follow the facts file, and field
-order, widths, codes and symbol names are this project's choices. A real vendor build may need
-``SYMBOLS`` and the structures adapted; the fake reports its struct layout so tests check the
-mirror.
+The ABI is the one the facts file states ("The camera SDK (SpikeLink): the vendor ABI as published"),
+rendered as C in ``firmware_io/fake_spikelink/spikelinkapi.h``: the exported functions ``SYMBOLS``
+with their C signatures, the structures below field by field (natural alignment, no packing), and the
+codes as enums (``LinkType``, ``SensorMode``, ``PixelFormat``, ``ChannelMode``). The Python entry
+points of the library are bound (``CreateSpikeLinkInputPython`` and ``SetCallbackPython``), not the
+C++ ``CreateSpikeLinkInput(params, observer)`` ones. ``SaveFile`` exists in SpikeCV's wrapper only
+and is not bound: recording is this project's own.
 
-Closed sets are enums: ``LinkType``, ``SensorMode`` (geometry and native rate), ``PixelFormat``,
-``DeviceState``, ``ErrorCode``.
+What the published sources leave open is never guessed:
+
+- ``SpikeLinkInitParams``: SpikeCV's wrapper (what ran against shipping cameras) has ``cusum``
+  (planes per delivered frame) after ``buff_size``; the vendor header's copy, older, lacks it.
+  Nothing outside a library build tells which layout it was compiled with, so it is a setting,
+  ``InitParamsLayout`` (default ``wrapper``, as the facts direct); ``firmware_io.camera`` reports a
+  frame size that contradicts the requested ``cusum`` as this unknown, naming the setting.
+- The USB link's init structure (and those of Thunderbolt and Ethernet) is not published:
+  ``link_params_type`` raises ``UnknownAbiError`` naming it, for any link but PCIe and dummy.
+- ``GetState()``'s values and the codes behind a non-zero return of ``Init``/``Open``/``Start`` are
+  not published: they are reported as the numbers the library returned, never interpreted.
+  Zero is taken as success, as the wrapper's callers do.
 
 ``SpikeLinkLibrary(path)`` loads the library (``FileNotFoundError`` naming the path and the
-``SPIKELINK_LIBRARY`` variable when absent); its methods call the C functions and return the
-integer code (``check`` turns a non-zero code into ``SpikeLinkError``). Calls go through
-``ctypes.CDLL``, which releases the GIL for the duration of each call, so the SDK's thread can run
-Python callbacks meanwhile (``stop`` joins that thread).
+``SPIKELINK_LIBRARY`` variable when absent; ``SourceError`` naming any missing symbol) and binds
+every symbol with its exact signature. Calls go through ``ctypes.CDLL``, which releases the GIL for
+the duration of each call, so the library's thread can run the Python callback meanwhile (``Stop``
+joins that thread). ``__stdcall`` (MSVC builds) only matters on 32-bit Windows, where
+``ctypes.WinDLL`` would be needed; this binding targets 64-bit Linux and Windows.
 """
 
 from __future__ import annotations
@@ -23,36 +34,34 @@ from __future__ import annotations
 import ctypes
 import enum
 import os
+from fractions import Fraction
 from pathlib import Path
 
 from firmware_io.contract import Geometry, SourceError
+from firmware_io.layouts import Layout
 
 LIBRARY_ENV = "SPIKELINK_LIBRARY"
-MAX_DATA_POINTERS = 4
+NAME_BYTES = 256  # devName / fileName
+DEFAULT_CUSUM = 50  # planes per delivered frame, as SpikeCV asks the 1000x1000 camera
+MAX_FRAME_BYTES = 2**31 - 1  # SpikeLinkVideoFrame.size is an int32
 
-#: Python name -> C symbol. Change here to bind a library that spells them differently.
-SYMBOLS = {
-    "init": "spikelink_init",
-    "setcallback": "spikelink_set_callback",
-    "open": "spikelink_open",
-    "start": "spikelink_start",
-    "stop": "spikelink_stop",
-    "close": "spikelink_close",
-    "releaseFrame": "spikelink_release_frame",
-    "getState": "spikelink_get_state",
-}
+#: The exported C functions the binding loads: the vendor's names, nothing else.
+SYMBOLS = ("CreateSpikeLinkInputPython", "Init", "SetCallbackPython", "Open", "Start", "Stop", "Close", "IsOpen",
+           "GetState", "ReleaseFrame", "Fini")
 
 
 class LinkType(enum.IntEnum):
+    """``SpikeLinkInitParams.type``."""
+
     PCIE = 0x20
-    USB3 = 0x21
+    USB = 0x21
     THUNDERBOLT = 0x22
     ETHERNET = 0x23
-    DUMMY_FILE = 0x24  # replay a .dat file
+    DUMMY_FILE = 0x24  # the library replays a file itself (SpikeLinkDummyInitParams)
 
 
 class SensorMode(enum.IntEnum):
-    """Sensor modes; names are width x height as in the SDK description."""
+    """``SpikeLinkInitParams.mode``: names are width x height and plane rate, as the SDK lists them."""
 
     M400x250_20K = 0x1000
     M400x250_40K = 0x1001
@@ -60,86 +69,199 @@ class SensorMode(enum.IntEnum):
     M1000x1000_40K = 0x2001
     M2000x1000_20K = 0x3000
     M2000x1000_40K = 0x3001
+    UNKNOWN = 0x8000  # listed by the SDK, with no geometry: not selectable
+
+    @property
+    def known(self) -> bool:
+        return self is not SensorMode.UNKNOWN
 
     @property
     def geometry(self) -> Geometry:
+        if not self.known:
+            raise ValueError(f"sensor mode {self.name} (0x{self.value:x}) has no published geometry")
         width, height = {0x1000: (400, 250), 0x2000: (1000, 1000), 0x3000: (2000, 1000)}[self.value & 0xF000]
         return Geometry(height, width)
 
     @property
     def rate_hz(self) -> float:
+        if not self.known:
+            raise ValueError(f"sensor mode {self.name} (0x{self.value:x}) has no published rate")
         return 40_000.0 if self.value & 0x1 else 20_000.0
+
+    @property
+    def layout(self) -> Layout:
+        """How this mode's frames lay out planes: PCIe 1K rows for the 1000x1000 modes (the facts: modes
+        0x2000/0x2001 deliver them), the .dat convention otherwise (not stated for 400x250 and 2000x1000)."""
+        return Layout.PCIE1K if self.value & 0xF000 == 0x2000 else Layout.DAT
 
 
 class PixelFormat(enum.IntEnum):
-    GRAY1 = 0x01  # 1 bit per pixel
+    """Pixel formats the facts name (the codes between GRAY8 and ARGB are not listed)."""
+
+    GRAY1 = 0x00010000  # 1 bit per pixel: spike planes
+    GRAY8 = 0x00010001
+    ARGB = 0x00010008
 
 
-class DeviceState(enum.IntEnum):
-    CLOSED = 0
-    INITIALIZED = 1
-    OPENED = 2
-    RUNNING = 3
-    STOPPED = 4
-    END_OF_FILE = 5
-    DISCONNECTED = -1
+class ChannelMode(enum.IntEnum):
+    """``SpikeLinkQSFPInitParams.channelMode``."""
+
+    READ = 0
+    SEND = 1
+    BOTH = 2
 
 
-class ErrorCode(enum.IntEnum):
-    OK = 0
-    INVALID_ARG = -1
-    NO_DEVICE = -2
-    IO = -3
-    STATE = -4
-    NO_MEMORY = -5
+class InitParamsLayout(str, enum.Enum):
+    """Which ``SpikeLinkInitParams`` a library build was compiled with (the one ABI fact left open)."""
+
+    WRAPPER = "wrapper"  # SpikeCV's wrapper: with ``cusum`` (the default, as the facts direct)
+    HEADER = "header"  # the vendor header's older copy: no ``cusum``; the library picks planes per frame
 
 
-class InitParams(ctypes.Structure):
-    """Mirror of ``sl_init_params``."""
+class SVRational(ctypes.Structure):
+    _fields_ = [("num", ctypes.c_int64), ("den", ctypes.c_int64)]
 
+
+class SVPicture(ctypes.Structure):
     _fields_ = [
-        ("link_type", ctypes.c_int32),
-        ("mode", ctypes.c_int32),
-        ("format", ctypes.c_int32),
-        ("buffer_pool_size", ctypes.c_int32),
-        ("planes_per_block", ctypes.c_int32),
-        ("loop", ctypes.c_int32),
-        ("rate_hz", ctypes.c_double),
-        ("file_path", ctypes.c_char_p),
+        ("width", ctypes.c_int32),  # the decode width: 1024 for the 1000x1000 camera
+        ("height", ctypes.c_int32),
+        ("format", ctypes.c_uint32),
+        ("fps", SVRational),
+        ("time_base", SVRational),
     ]
 
 
-class Frame(ctypes.Structure):
-    """Mirror of ``sl_frame``: ``data[0]`` holds ``cusum`` planes, ``size = W*H/8*cusum`` bytes."""
+class SpikeLinkInitParams(ctypes.Structure):
+    """The wrapper's layout (with ``cusum``)."""
 
     _fields_ = [
-        ("data", ctypes.POINTER(ctypes.c_uint8) * MAX_DATA_POINTERS),
-        ("linesize", ctypes.c_int32 * MAX_DATA_POINTERS),
-        ("size", ctypes.c_int64),
+        ("opaque", ctypes.c_void_p),  # -> SpikeLinkQSFPInitParams or SpikeLinkDummyInitParams
+        ("type", ctypes.c_uint32),
+        ("mode", ctypes.c_uint32),
+        ("format", ctypes.c_uint32),
+        ("buff_size", ctypes.c_int32),
+        ("cusum", ctypes.c_int32),
+        ("picture", SVPicture),
+    ]
+
+
+class SpikeLinkInitParamsNoCusum(ctypes.Structure):
+    """The vendor header's older layout (no ``cusum``)."""
+
+    _fields_ = [
+        ("opaque", ctypes.c_void_p),
+        ("type", ctypes.c_uint32),
+        ("mode", ctypes.c_uint32),
+        ("format", ctypes.c_uint32),
+        ("buff_size", ctypes.c_int32),
+        ("picture", SVPicture),
+    ]
+
+
+class SpikeLinkQSFPInitParams(ctypes.Structure):
+    """The PCIe link's structure."""
+
+    _fields_ = [
+        ("devName", ctypes.c_int8 * NAME_BYTES),
+        ("channels", ctypes.c_int32),  # 0..3
+        ("channelMode", ctypes.c_int32),  # ChannelMode
+    ]
+
+
+class SpikeLinkDummyInitParams(ctypes.Structure):
+    """The dummy link's structure (0x24: the library replays ``fileName``)."""
+
+    _fields_ = [
+        ("fileName", ctypes.c_char * NAME_BYTES),
+        ("fps", SVRational),
+        ("duration", ctypes.c_int64),
+        ("skip", ctypes.c_int32),
+        ("start", ctypes.c_int32),
+        ("end", ctypes.c_int32),
+        ("repeat", ctypes.c_bool),
+    ]
+
+
+class SpikeLinkVideoFrame(ctypes.Structure):
+    """One delivered frame: ``data[0]`` holds ``size`` bytes, ``cusum`` planes of ``height x width`` bits."""
+
+    _fields_ = [
+        ("data", ctypes.POINTER(ctypes.c_uint8) * 3),
+        ("linesize", ctypes.c_int32 * 3),
+        ("format", ctypes.c_int32),
+        ("size", ctypes.c_int32),
         ("width", ctypes.c_int32),
         ("height", ctypes.c_int32),
-        ("cusum", ctypes.c_int32),
-        ("format", ctypes.c_int32),
-        ("pts", ctypes.c_int64),
-        ("time_base_num", ctypes.c_int32),
-        ("time_base_den", ctypes.c_int32),
+        ("pts", ctypes.c_int64),  # pts * cusum: the index of the frame's first plane
+        ("dts", ctypes.c_int64),
+        ("duration", ctypes.c_int64),
+        ("time_base", SVRational),
+        ("opaque", ctypes.c_void_p),
     ]
 
 
-FRAME_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.POINTER(Frame))
+#: Every structure of the ABI (tests compare each with the C compiler's layout).
+STRUCTURES = (SVRational, SVPicture, SpikeLinkInitParams, SpikeLinkInitParamsNoCusum, SpikeLinkQSFPInitParams,
+              SpikeLinkDummyInitParams, SpikeLinkVideoFrame)
+
+INIT_PARAMS_TYPES = {InitParamsLayout.WRAPPER: SpikeLinkInitParams, InitParamsLayout.HEADER: SpikeLinkInitParamsNoCusum}
+
+#: ``void (*cb)(void* frame)``: ``frame`` is a ``SpikeLinkVideoFrame*``.
+FRAME_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class UnknownAbiError(SourceError):
+    """A part of the vendor ABI that the published sources do not state (the USB link's init structure)."""
 
 
 class SpikeLinkError(SourceError):
-    """An SDK call returned an error code."""
+    """A library call returned a non-zero code (its meaning is not published: the number is quoted)."""
 
-    def __init__(self, call: str, code: int) -> None:
-        try:
-            name = ErrorCode(code).name
-        except ValueError:
-            name = "UNKNOWN"
-        super().__init__(f"SpikeLink {call}() failed with code {code} ({name})")
+    def __init__(self, call: str, code: int, hint: str = "") -> None:
+        super().__init__(f"SpikeLink {call}() returned {code}{f'; {hint}' if hint else ''}")
         self.call = call
         self.code = code
+
+
+def link_params_type(link: LinkType) -> type[ctypes.Structure]:
+    """The structure ``SpikeLinkInitParams.opaque`` points to for ``link``; ``UnknownAbiError`` where unpublished."""
+    if link is LinkType.PCIE:
+        return SpikeLinkQSFPInitParams
+    if link is LinkType.DUMMY_FILE:
+        return SpikeLinkDummyInitParams
+    detail = (" (SpikeCV sets openByParam = \"000000000001\", type = 2, packetSize = 262144, queueSize = 16 on it, "
+              "but neither the vendor header nor the wrapper gives its layout)") if link is LinkType.USB else ""
+    raise UnknownAbiError(
+        f"the init structure of the {link.name} link (type 0x{link.value:x}) is not published{detail}; this binding "
+        f"will not guess it: use the PCIe link (0x20) or the dummy file link (0x24)")
+
+
+def rational(value: float, max_den: int = 1_000_000) -> SVRational:
+    """A rate as ``SVRational`` (``20000.0`` -> 20000/1)."""
+    fraction = Fraction(value).limit_denominator(max_den)
+    return SVRational(fraction.numerator, fraction.denominator)
+
+
+def qsfp_params(device_name: str, channels: int = 0, channel_mode: ChannelMode = ChannelMode.READ) -> SpikeLinkQSFPInitParams:
+    """``SpikeLinkQSFPInitParams`` for the PCIe device ``device_name`` (``ValueError`` for a bad field)."""
+    name = os.fsencode(device_name)
+    if len(name) >= NAME_BYTES or b"\0" in name:
+        raise ValueError(f"PCIe device name must be under {NAME_BYTES} bytes without NUL, got {device_name!r}")
+    if not 0 <= channels <= 3:
+        raise ValueError(f"PCIe channels must be 0..3, got {channels!r}")
+    params = SpikeLinkQSFPInitParams(channels=channels, channelMode=int(ChannelMode(channel_mode)))
+    ctypes.memmove(params.devName, name, len(name))
+    return params
+
+
+def dummy_params(file_name: str | os.PathLike, fps: SVRational, repeat: bool) -> SpikeLinkDummyInitParams:
+    """``SpikeLinkDummyInitParams`` as SpikeCV fills them (``duration = skip = start = end = 0``)."""
+    name = os.fsencode(file_name)
+    if len(name) >= NAME_BYTES or b"\0" in name:
+        raise ValueError(f"the dummy link's file name must be under {NAME_BYTES} bytes, got {str(file_name)!r} "
+                         f"({len(name)} bytes): move the file to a shorter path")
+    return SpikeLinkDummyInitParams(fileName=name, fps=fps, duration=0, skip=0, start=0, end=0, repeat=bool(repeat))
 
 
 def resolve_library_path(library_path: str | os.PathLike | None = None) -> Path:
@@ -161,60 +283,40 @@ def resolve_library_path(library_path: str | os.PathLike | None = None) -> Path:
 
 
 class SpikeLinkLibrary:
-    """The loaded SDK: one method per C function, each returning the C return code."""
+    """The loaded library: one method per exported function, named and typed as the C symbol."""
 
-    def __init__(self, library_path: str | os.PathLike | None = None) -> None:
+    def __init__(self, library_path: str | os.PathLike | None = None, *,
+                 init_layout: InitParamsLayout = InitParamsLayout.WRAPPER) -> None:
         self.path = resolve_library_path(library_path)
+        self.init_layout = InitParamsLayout(init_layout)
         try:
             self._lib = ctypes.CDLL(str(self.path))
         except OSError as exc:
             raise SourceError(f"cannot load SpikeLink library {self.path}: {exc}") from exc
-        missing = [symbol for symbol in SYMBOLS.values() if not hasattr(self._lib, symbol)]
+        missing = [symbol for symbol in SYMBOLS if not hasattr(self._lib, symbol)]
         if missing:
-            raise SourceError(f"{self.path} is not a SpikeLink library: missing symbols {missing}")
-        f = {name: getattr(self._lib, symbol) for name, symbol in SYMBOLS.items()}
-        f["init"].argtypes = [ctypes.POINTER(InitParams)]
-        f["setcallback"].argtypes = [FRAME_CALLBACK]
-        f["releaseFrame"].argtypes = [ctypes.POINTER(Frame)]
-        for name in ("open", "start", "stop", "close", "getState"):
-            f[name].argtypes = []
-        for fn in f.values():
-            fn.restype = ctypes.c_int32
-        self._f = f
-
-    def init(self, params: InitParams) -> int:
-        return int(self._f["init"](ctypes.byref(params)))
-
-    def setcallback(self, callback) -> int:
-        """``callback`` must be a ``FRAME_CALLBACK`` the caller keeps alive while the SDK may call it."""
-        return int(self._f["setcallback"](callback))
-
-    def open(self) -> int:
-        return int(self._f["open"]())
-
-    def start(self) -> int:
-        return int(self._f["start"]())
-
-    def stop(self) -> int:
-        return int(self._f["stop"]())
-
-    def close(self) -> int:
-        return int(self._f["close"]())
-
-    def releaseFrame(self, frame) -> int:  # noqa: N802 - the SDK's name
-        return int(self._f["releaseFrame"](frame))
-
-    def getState(self) -> int:  # noqa: N802 - the SDK's name
-        return int(self._f["getState"]())
-
-    def state(self) -> DeviceState | int:
-        code = self.getState()
-        try:
-            return DeviceState(code)
-        except ValueError:
-            return code
+            raise SourceError(f"{self.path} is not the SpikeLink library: it does not export {', '.join(missing)}")
+        handle, i32 = ctypes.c_void_p, ctypes.c_int32
+        signatures = {
+            "CreateSpikeLinkInputPython": (handle, []),
+            "Init": (i32, [handle, ctypes.POINTER(INIT_PARAMS_TYPES[self.init_layout])]),
+            "SetCallbackPython": (None, [handle, FRAME_CALLBACK]),
+            "Open": (i32, [handle]),
+            "Start": (i32, [handle]),
+            "Stop": (i32, [handle]),
+            "Close": (i32, [handle]),
+            "IsOpen": (ctypes.c_bool, [handle]),
+            "GetState": (i32, [handle]),
+            "ReleaseFrame": (None, [handle, handle]),
+            "Fini": (None, [handle]),
+        }
+        for symbol, (restype, argtypes) in signatures.items():
+            function = getattr(self._lib, symbol)
+            function.restype, function.argtypes = restype, argtypes
+            setattr(self, symbol, function)
 
     @staticmethod
-    def check(call: str, code: int) -> None:
+    def check(call: str, code: int, hint: str = "") -> None:
+        """``SpikeLinkError`` quoting ``code`` when it is not zero."""
         if code != 0:
-            raise SpikeLinkError(call, code)
+            raise SpikeLinkError(call, int(code), hint)

@@ -1,7 +1,9 @@
-"""``spike-edge info FILE [--height H --width W] [--json]``: what a recording holds.
+"""``spike-edge info FILE [--height H --width W] [--layout L] [--json]``: what a recording holds.
 
 Prints ``planes``, ``height``, ``width``, ``firing_rate`` (spikes per pixel per plane) and
 ``duration_s`` (at ``--rate-hz``, 40 kHz by default). Other tools and checks rely on these keys.
+A ``.dat`` also reports its ``layout`` (given or detected) and ``offset_bytes``, where its first
+whole plane starts (a raw PCIe stream may start mid-plane).
 """
 
 from __future__ import annotations
@@ -11,26 +13,30 @@ import json
 import click
 import numpy as np
 
-from edge.cli.common import open_recording_or_fail, recording_options
+from edge.cli.common import layout_option, open_recording_or_fail, recording_options
 from firmware_io.bitpack import count_spikes
 from firmware_io.contract import DEFAULT_RATE_HZ
+from firmware_io.layouts import Layout
 
 
 @click.command("info")
 @click.argument("file", type=click.Path(dir_okay=False))
 @recording_options
+@layout_option
 @click.option("--rate-hz", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_RATE_HZ, show_default=True,
               help="Camera plane rate, for duration_s.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def info(file, height, width, with_head, allow_partial, rate_hz, as_json):
+def info(file, height, width, with_head, allow_partial, layout, rate_hz, as_json):
     """Geometry, plane count, firing rate and duration of a .dat or .npz recording."""
-    with open_recording_or_fail(file, height, width, with_head, allow_partial) as rec:
+    with open_recording_or_fail(file, height, width, with_head, allow_partial, layout) as rec:
         spikes = 0
         for _, packed in rec.iter_packed(4096):
             spikes += int(count_spikes(packed, rec.geometry).sum(dtype=np.uint64))
         summary = {
             "path": str(rec.path),
             "format": rec.path.suffix.lower().lstrip("."),
+            **({"layout": getattr(rec, "layout", Layout.DAT).value, "offset_bytes": getattr(rec, "offset_bytes", 0)}
+               if rec.path.suffix.lower() == ".dat" else {}),
             "planes": rec.n_planes,
             "height": rec.geometry.height,
             "width": rec.geometry.width,

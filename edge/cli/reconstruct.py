@@ -12,7 +12,7 @@ import json
 import click
 import numpy as np
 
-from edge.cli.common import open_recording_or_fail, recording_options
+from edge.cli.common import layout_option, open_recording_or_fail, recording_options
 from edge.reconstruction.backends import BackendName, BackendUnavailable, Device, make_reconstructor
 from edge.reconstruction.methods import METHOD_NAMES
 from edge.reconstruction.windows import check_window_fits, default_key, keys_every, window_range
@@ -29,18 +29,19 @@ from firmware_io.frame_files import FrameSink
 @click.option("--every", type=click.IntRange(min=1), help="One frame every N planes, from the first key whose window fits.")
 @click.option("--out", required=True, type=click.Path(), help="OUT.npy (raw float32), OUT.png, a folder, or OUT.mp4.")
 @recording_options
+@layout_option
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="Network weights (state_dict).")
 @click.option("--engine", type=click.Path(exists=True, file_okay=False), help="Exported engine folder (spike-train export).")
 @click.option("--backend", type=click.Choice([b.value for b in BackendName]), default=BackendName.AUTO.value, show_default=True)
 @click.option("--device", type=click.Choice([d.value for d in Device]), default=Device.CPU.value, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Windows per backend call.")
 @click.option("--fps", type=float, default=25.0, show_default=True, help="Frame rate of a video output.")
-def reconstruct(file, method, window, key, every, out, height, width, with_head, allow_partial, checkpoint, engine,
-                backend, device, batch, fps):
+def reconstruct(file, method, window, key, every, out, height, width, with_head, allow_partial, layout, checkpoint,
+                engine, backend, device, batch, fps):
     """Reconstruct frames from a recording with TFP, TFI, LRN or STIR."""
     if key is not None and every is not None:
         fail("give --key or --every, not both")
-    with open_recording_or_fail(file, height, width, with_head, allow_partial) as rec:
+    with open_recording_or_fail(file, height, width, with_head, allow_partial, layout) as rec:
         try:
             recon = make_reconstructor(method, rec.geometry, backend=backend, device=device,
                                        window_planes=window, checkpoint=checkpoint, engine=engine)

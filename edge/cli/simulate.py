@@ -1,5 +1,10 @@
 """``spike-edge simulate``: grey frames (a built-in scene, images or a video) -> .dat through the
-integrate-and-fire simulator."""
+integrate-and-fire simulator.
+
+``--layout`` chooses how the ``.dat`` lays out its planes (``firmware_io.layouts.Layout``): the
+``.dat`` convention (default) or the 1000x1000 camera's PCIe rows (``pcie1k``: 1000x1000 only, the
+default geometry then), so that tests and users can make raw files of that camera.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import click
 from firmware_io.contract import DEFAULT_HEIGHT, DEFAULT_WIDTH, Geometry
 from firmware_io.atomic import Terminated, sigterm_as_exception
 from firmware_io.exits import ExitCode, fail
+from firmware_io.layouts import PCIE_GEOMETRY, Layout
 from firmware_io.scenes import SceneName
 from firmware_io.simulator import DEFAULT_GAIN, DEFAULT_THRESHOLD, NoisePreset
 
@@ -31,6 +37,8 @@ def _build_noise(noise: str, knobs: dict):
 @click.option("--images", "images_dir", type=click.Path(file_okay=False), help="Folder of grey/colour images (sorted by name).")
 @click.option("--video", "video_file", type=click.Path(dir_okay=False), help="Video file (needs the video extra).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output .dat file (written atomically).")
+@click.option("--layout", type=click.Choice([layout.value for layout in Layout]), default=Layout.DAT.value,
+              show_default=True, help=f"Plane layout of the .dat (pcie1k: the {PCIE_GEOMETRY} camera's PCIe rows).")
 @click.option("--planes", type=int, default=None, help=f"Planes to write (scenes: default {DEFAULT_SCENE_PLANES}; files: all frames).")
 @click.option("--height", type=int, default=None, help=f"Plane height (scenes: default {DEFAULT_HEIGHT}; files: resize to it).")
 @click.option("--width", type=int, default=None, help=f"Plane width (scenes: default {DEFAULT_WIDTH}; files: resize to it).")
@@ -46,13 +54,14 @@ def _build_noise(noise: str, knobs: dict):
 @click.option("--gain-jitter", type=float, default=None, help="Per-tick gain noise sigma (overrides the preset).")
 @click.option("--hot-pixels", type=float, default=None, help="Fraction of pixels firing every tick (overrides the preset).")
 @click.option("--dead-pixels", type=float, default=None, help="Fraction of pixels never firing (overrides the preset).")
-def simulate(scene, images_dir, video_file, out_path, planes, height, width, threshold, gain, rate_scale, seed, speed,
+def simulate(scene, images_dir, video_file, out_path, layout, planes, height, width, threshold, gain, rate_scale, seed, speed,
              planes_per_frame, noise, spurious_rate, gain_fpn, gain_jitter, hot_pixels, dead_pixels):
     """Simulate spikes from a scene, images or a video and write a .dat file.
 
     Prints one JSON line: planes, height, width, firing_rate (spikes per pixel per plane).
     """
     from firmware_io.dat import DatWriter
+    from firmware_io.pcie import PcieWriter
     from firmware_io.scenes import frames_from_images, frames_from_video, scene_frames
     from firmware_io.sim_source import DEFAULT_SCENE_PLANES_PER_FRAME
     from firmware_io.simulator import FrameStream, SimParams, SpikeSimulator
@@ -66,6 +75,10 @@ def simulate(scene, images_dir, video_file, out_path, planes, height, width, thr
         raise click.UsageError("give --height and --width together")
     if planes is not None and planes < 0:
         raise click.BadParameter(f"must be >= 0, got {planes}", param_hint="--planes")
+    layout = Layout(layout)
+    if layout is Layout.PCIE1K and height is not None and (height, width) != PCIE_GEOMETRY.shape:
+        raise click.UsageError(f"--layout {layout.value} holds {PCIE_GEOMETRY} planes, not --height {height} "
+                               f"--width {width}")
     try:
         params = (
             SimParams.from_rate_scale(rate_scale, threshold)
@@ -75,6 +88,8 @@ def simulate(scene, images_dir, video_file, out_path, planes, height, width, thr
         noise_params = _build_noise(noise, dict(spurious_rate=spurious_rate, gain_fpn=gain_fpn, gain_jitter=gain_jitter,
                                                 hot_pixels=hot_pixels, dead_pixels=dead_pixels))
         geometry = Geometry(height, width) if height is not None else None
+        if layout is Layout.PCIE1K:
+            geometry = PCIE_GEOMETRY
         if scene:
             geometry = geometry or Geometry(DEFAULT_HEIGHT, DEFAULT_WIDTH)
             frames = scene_frames(scene, geometry, seed=seed, speed=speed)
@@ -87,7 +102,8 @@ def simulate(scene, images_dir, video_file, out_path, planes, height, width, thr
         simulator = SpikeSimulator(geometry, params, noise_params, seed)
         stream = FrameStream(simulator, frames, npf)
         started = time.perf_counter()
-        with sigterm_as_exception(), DatWriter(out_path, geometry) as writer:
+        writer_type = PcieWriter if layout is Layout.PCIE1K else DatWriter
+        with sigterm_as_exception(), writer_type(out_path, geometry) as writer:
             while planes is None or writer.n_planes < planes:
                 want = CHUNK_PLANES if planes is None else min(CHUNK_PLANES, planes - writer.n_planes)
                 chunk = stream.read(want, packed=True)
@@ -105,6 +121,7 @@ def simulate(scene, images_dir, video_file, out_path, planes, height, width, thr
         "planes": written,
         "height": geometry.height,
         "width": geometry.width,
+        "layout": layout.value,
         "firing_rate": round(simulator.mean_rate, 6),
         "threshold": params.threshold,
         "gain": params.gain,

@@ -14,7 +14,10 @@ What the child reports, and where:
 - rare events through a ``multiprocessing`` queue (``put`` never blocks the child): ``started``,
   ``error`` (rate-limited), ``reconnect``, ``discontinuity``, ``behind``, ``end-of-stream``,
   ``fatal``;
-- its final state in the header (``ENDED``, ``FAILED``, ``STOPPED``) and its exit code.
+- its final state in the header (``ENDED``, ``FAILED``, ``STOPPED``) and its exit code;
+- what the opened source's own ``status()`` says (a camera: its library's state, last error and
+  reconnects), where it has one, as a ``source-status`` event when it changes (checked every
+  ``STATUS_PERIOD_S``).
 
 Plane indices: the ring is indexed by the source's plane indices. A source that jumps forward
 (camera frames lost) leaves a source gap the reader sees explicitly; one that goes back (a camera
@@ -64,6 +67,7 @@ READ_TIMEOUT_S = 0.05
 ERROR_EVENT_MIN_INTERVAL_S = 1.0
 BEHIND_EVENT_AFTER_S = 1.0  # a source this far behind its schedule is reported ...
 BEHIND_EVENT_MIN_INTERVAL_S = 10.0  # ... at most this often
+STATUS_PERIOD_S = 0.5
 
 
 # -- the child process ----------------------------------------------------------------------------
@@ -100,6 +104,8 @@ def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dic
     last_behind_event = 0.0
     seen_reconnects = 0
     schedule = spec.schedule()  # None: the source keeps no schedule we report it behind against
+    status_of = getattr(source, "status", None)  # a source's own report (the camera's library), if it has one
+    next_status_at, last_status = 0.0, None
     check_parent_at = time.monotonic()
     should_stop = lambda: stop["flag"] or ring.stop_requested  # noqa: E731
     while True:
@@ -112,6 +118,12 @@ def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dic
             if os.getppid() != parent_pid:  # the daemon died without telling us
                 ring.set("state", int(WriterState.STOPPED))
                 return 0
+        if status_of is not None and now >= next_status_at:
+            next_status_at = now + STATUS_PERIOD_S
+            status = status_of()
+            if status != last_status:
+                last_status = status
+                events.put(("source-status", status))
         result = source.read(timeout_s=READ_TIMEOUT_S)
         reconnects = int(getattr(source, "reconnects", 0) or 0)
         if reconnects != seen_reconnects:

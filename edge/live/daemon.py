@@ -112,6 +112,7 @@ class Daemon:
         self.latency_publish_ns: deque[int] = deque(maxlen=LATENCY_HISTORY)
         self.frame_times: deque[int] = deque(maxlen=LATENCY_HISTORY)
         self.events_log: deque[str] = deque(maxlen=20)
+        self.source_status: dict[str, Any] | None = None  # the source's own report (a camera's library)
         self.state = DaemonState.STARTING
         self.ring: SpikeRing | None = None
         self.capture: CaptureProcess | None = None
@@ -212,6 +213,9 @@ class Daemon:
             self._send_heartbeat()
 
     def _on_capture_event(self, kind: str, payload: Any) -> None:
+        if kind == "source-status":  # kept for health and describe, not an event of its own
+            self.source_status = payload
+            return
         text = payload if isinstance(payload, str) else repr(payload)
         self.events_log.append(f"{kind}: {text}")
         if kind == "fatal":
@@ -381,6 +385,7 @@ class Daemon:
             "deterministic": cfg.deterministic, "ring_planes": self.ring.capacity, "ring_bytes": self.ring.nbytes,
             "ring_writer_policy": self.ring.policy.value, "pub": self.publisher.endpoint,
             "control": self.control.endpoint, "frames_per_s_nominal": cfg.source.rate_hz / self.worker.hop_planes,
+            "source_status": self.source_status,
         }
 
     def health(self) -> dict[str, Any]:
@@ -391,6 +396,7 @@ class Daemon:
             "last_frame_age_s": None if self.last_frame_ns is None else (now - self.last_frame_ns) / 1e9,
             "writer_age_s": None if not writer_t else (now - writer_t) / 1e9,
             "uptime_s": (now - self.started_ns) / 1e9, "recent_events": list(self.events_log),
+            "source_status": self.source_status,
         }
 
     def apply_settings(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,44 +1,73 @@
 /*
- * fake_spikelink.c -- a stand-in for the SpikeLink camera SDK, speaking the interface in
- * spikelink.h, for tests and demos without a camera.
+ * fake_spikelink.c -- a stand-in for the vendor's SpikeLink library (spikelinkapi.so), exporting the same
+ * symbols with the same structures (spikelinkapi.h), for tests and demos without a camera.
  *
- * Only the dummy-file link (SL_LINK_DUMMY_FILE) has a "device": it replays a .dat file on its own
- * pthread, in blocks of planes_per_block planes, paced against an absolute schedule
- * (t0 + planes delivered / rate, CLOCK_MONOTONIC), looping or ending at end of file. Other link
- * types report SL_ERR_NO_DEVICE from spikelink_init.
+ * Each CreateSpikeLinkInputPython() makes an input object; Init reads SpikeLinkInitParams and the link's own
+ * structure behind `opaque`; Open allocates a pool of `buff_size` frames of `cusum` planes (`picture.height`
+ * x `picture.width` bits each); Start runs a delivery thread that fills a free pool frame and calls the
+ * callback with it, paced against an absolute schedule (t0 + planes delivered / rate, CLOCK_MONOTONIC). A
+ * frame stays taken until ReleaseFrame: when every pool frame is out, the frames due meanwhile are lost
+ * (counted, and `pts` moves on), as on a camera that cannot wait. Stop joins the thread, Close frees the pool,
+ * Fini frees the object.
  *
- * Faults are injected with fake_control(cmd, arg) (command in capitals) or, read once at the
- * first spikelink_init, with environment variables (for subprocesses; name in brackets):
- *   FAKE_VANISH_AFTER_BLOCKS n  [FAKE_SPIKELINK_VANISH_AFTER_BLOCKS]: after n more delivered blocks
- *       the device disappears: callbacks stop, get_state says DISCONNECTED, open fails.
- *   FAKE_COMEBACK_AFTER_MS ms   [FAKE_SPIKELINK_COMEBACK_MS]: a vanished device is back after ms
- *       (default 0; negative = never).
- *   FAKE_REFUSE_OPEN k          [FAKE_SPIKELINK_REFUSE_OPEN]: the next k opens fail (NO_DEVICE).
- *   FAKE_DROP_EVERY n           [FAKE_SPIKELINK_DROP_EVERY]: blocks with pts % n == n - 1 are
- *       skipped (pts still advances: the consumer sees a gap).
- *   FAKE_STALL_AFTER_BLOCKS n   [FAKE_SPIKELINK_STALL_AFTER_BLOCKS]: after n more blocks the
- *       callbacks stop while get_state still says RUNNING (a hung link).
- *   FAKE_RESET: clears faults and counters.
- * Queries (arg ignored): FAKE_Q_OUTSTANDING (frames delivered and not released), FAKE_Q_DELIVERED,
- * FAKE_Q_RELEASED, FAKE_Q_POOL_EMPTY (blocks lost because every pool frame was outstanding),
- * FAKE_Q_DROPPED, FAKE_Q_STARTS, FAKE_Q_OPEN_ATTEMPTS, and struct layout (sizes, offsets) so the
- * ctypes mirror can be checked. Command numbers are listed below and in firmware_io/spikelink.py.
+ * Links:
+ *   0x24 dummy: replays SpikeLinkDummyInitParams.fileName in whole frames, at fps (num/den planes/s; 0/1 =
+ *        unpaced, a fake-only convenience), from the start again at the end when `repeat` is set, else it
+ *        ends (GetState: FAKE_STATE_END_OF_FILE). A short last frame carries the file's remaining planes.
+ *   0x20 PCIe: the fake's "device" is a file named by SpikeLinkQSFPInitParams.devName (any other name: Open
+ *        fails with FAKE_ERR_NO_DEVICE), streamed in a loop at the mode's rate like a camera that never ends.
+ *   0x21 USB, 0x22, 0x23: Init fails with FAKE_ERR_UNSUPPORTED_LINK (their structures are not published).
  *
- * One device per process (global state), like a single-camera SDK.
+ * Return codes and GetState values are the fake's own (FAKE_ERR_*, FAKE_STATE_* below): the vendor's are not
+ * published, so callers must not read meaning into them beyond zero / non-zero.
+ *
+ * Emulating the older header's build: with FAKE_HEADER_CUSUM k > 0, Init reads SpikeLinkInitParamsNoCusum (no
+ * `cusum` field) and delivers k planes per frame, as a library built from that header would.
+ *
+ * Faults and queries go through fake_control(cmd, arg) (one device per process: faults apply to every input
+ * object; counters are cumulative), or are read once, at the first call, from environment variables for
+ * subprocesses (in brackets):
+ *   FAKE_VANISH_AFTER_BLOCKS n [FAKE_SPIKELINK_VANISH_AFTER_BLOCKS]: after n more delivered frames the device
+ *       disappears: deliveries stop, IsOpen is false, GetState says FAKE_STATE_DISCONNECTED, Open fails.
+ *   FAKE_COMEBACK_AFTER_MS ms  [FAKE_SPIKELINK_COMEBACK_MS]: a vanished device is back after ms (negative: never).
+ *   FAKE_REFUSE_OPEN k         [FAKE_SPIKELINK_REFUSE_OPEN]: the next k Opens fail (FAKE_ERR_NO_DEVICE).
+ *   FAKE_DROP_EVERY n          [FAKE_SPIKELINK_DROP_EVERY]: frames with pts % n == n - 1 are never delivered.
+ *   FAKE_STALL_AFTER_BLOCKS n  [FAKE_SPIKELINK_STALL_AFTER_BLOCKS]: after n more frames deliveries stop while
+ *       IsOpen stays true (a hung link).
+ *   FAKE_HEADER_CUSUM k        [FAKE_SPIKELINK_HEADER_CUSUM]: see above (0: the wrapper's layout).
+ *   FAKE_RATE_HZ r             [FAKE_SPIKELINK_RATE_HZ]: the PCIe device's plane rate instead of the mode's.
+ *   FAKE_RESET: clears faults, settings and counters.
+ * Queries (arg ignored): FAKE_Q_OUTSTANDING (delivered, not released), _DELIVERED, _RELEASED, _POOL_EMPTY
+ * (frames lost to a dry pool), _DROPPED, _STARTS, _OPEN_ATTEMPTS, _CREATED, _FINISHED, _BAD_RELEASES
+ * (ReleaseFrame of a frame that is not out). Command numbers are mirrored in build.py's FakeCommand.
  */
 #define _GNU_SOURCE
-#include "spikelink.h"
+#include "spikelinkapi.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#define FAKE_OK                   0
+#define FAKE_ERR_INVALID_ARG      (-1)
+#define FAKE_ERR_NO_DEVICE        (-2)
+#define FAKE_ERR_IO               (-3)
+#define FAKE_ERR_STATE            (-4)
+#define FAKE_ERR_NO_MEMORY        (-5)
+#define FAKE_ERR_UNSUPPORTED_LINK (-6)
+
+#define FAKE_STATE_CREATED      0
+#define FAKE_STATE_INITIALIZED  1
+#define FAKE_STATE_OPENED       2
+#define FAKE_STATE_RUNNING      3
+#define FAKE_STATE_STOPPED      4
+#define FAKE_STATE_END_OF_FILE  5
+#define FAKE_STATE_DISCONNECTED (-1)
 
 #define FAKE_RESET               0
 #define FAKE_VANISH_AFTER_BLOCKS 1
@@ -46,6 +75,8 @@
 #define FAKE_REFUSE_OPEN         3
 #define FAKE_DROP_EVERY          4
 #define FAKE_STALL_AFTER_BLOCKS  5
+#define FAKE_HEADER_CUSUM        6
+#define FAKE_RATE_HZ             7
 #define FAKE_Q_OUTSTANDING       100
 #define FAKE_Q_DELIVERED         101
 #define FAKE_Q_RELEASED          102
@@ -53,52 +84,54 @@
 #define FAKE_Q_DROPPED           104
 #define FAKE_Q_STARTS            105
 #define FAKE_Q_OPEN_ATTEMPTS     106
-#define FAKE_Q_SIZEOF_FRAME      110
-#define FAKE_Q_SIZEOF_PARAMS     111
-#define FAKE_Q_OFFSET_FRAME_SIZE 112
-#define FAKE_Q_OFFSET_FRAME_PTS  113
-#define FAKE_Q_OFFSET_FRAME_TB   114
-#define FAKE_Q_OFFSET_PARAMS_RATE 115
-#define FAKE_Q_OFFSET_PARAMS_PATH 116
+#define FAKE_Q_CREATED           107
+#define FAKE_Q_FINISHED          108
+#define FAKE_Q_BAD_RELEASES      109
 
-int64_t fake_control(int32_t cmd, int64_t arg);
+SV_API int64_t fake_control(int32_t cmd, int64_t arg);
+
+typedef struct fake_input {
+    int32_t state;
+    uint32_t link;
+    int32_t width, height; /* delivered frame geometry: picture.width (the decode width) x picture.height */
+    int64_t plane_bytes;
+    int32_t cusum;
+    int32_t pool;
+    double rate_hz; /* pacing in planes/s; <= 0: unpaced */
+    int repeat;
+    char path[4096]; /* dummy: fileName; PCIe: the file the fake device streams (devName) */
+    int64_t file_planes;
+    int fd;
+    int opened;
+    SpikeLinkFrameCallback callback;
+    SpikeLinkVideoFrame *frames;
+    uint8_t *buffers;
+    int *in_use;
+    pthread_t thread;
+    int thread_running;
+    int stop;
+} fake_input;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv;
 static int g_cv_ready = 0;
 
-static sl_init_params g_params;
-static char g_path[4096];
-static int32_t g_state = SL_STATE_CLOSED;
-static sl_frame_callback g_callback = NULL;
-static int32_t g_width, g_height;
-static int64_t g_plane_bytes, g_file_planes;
-static double g_rate_hz;
-static int g_fd = -1;
-
-static sl_frame *g_frames = NULL;
-static uint8_t *g_buffers = NULL;
-static int *g_in_use = NULL;
-static int32_t g_pool = 0;
-
-static pthread_t g_thread;
-static int g_thread_running = 0;
-static int g_stop = 0;
-
-/* fault injection */
+/* the device and its faults (one per process) */
 static int g_env_loaded = 0;
 static int64_t g_vanish_countdown = -1;
 static int64_t g_comeback_ms = 0;
 static int64_t g_refuse_open = 0;
 static int64_t g_drop_every = 0;
 static int64_t g_stall_countdown = -1;
+static int64_t g_header_cusum = 0;
+static double g_rate_override_hz = 0;
 static int g_vanished = 0;
 static int g_stalled = 0;
 static int64_t g_vanish_ns = 0;
 
-/* counters (cumulative over the process) */
+/* counters (cumulative) */
 static int64_t g_delivered = 0, g_released = 0, g_pool_empty = 0, g_dropped = 0, g_starts = 0,
-               g_open_attempts = 0;
+               g_open_attempts = 0, g_created = 0, g_finished = 0, g_bad_releases = 0;
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -106,15 +139,9 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static void ensure_cv(void) {
-    if (!g_cv_ready) {
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&g_cv, &attr);
-        pthread_condattr_destroy(&attr);
-        g_cv_ready = 1;
-    }
+static struct timespec to_timespec(int64_t ns) {
+    struct timespec ts = {ns / 1000000000LL, ns % 1000000000LL};
+    return ts;
 }
 
 static int64_t env_int(const char *name, int64_t fallback) {
@@ -123,7 +150,16 @@ static int64_t env_int(const char *name, int64_t fallback) {
     return strtoll(v, NULL, 10);
 }
 
-static void load_env(void) {
+/* Called with g_mu held, by every entry point. */
+static void setup_once(void) {
+    if (!g_cv_ready) {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&g_cv, &attr);
+        pthread_condattr_destroy(&attr);
+        g_cv_ready = 1;
+    }
     if (g_env_loaded) return;
     g_env_loaded = 1;
     g_vanish_countdown = env_int("FAKE_SPIKELINK_VANISH_AFTER_BLOCKS", -1);
@@ -131,247 +167,329 @@ static void load_env(void) {
     g_refuse_open = env_int("FAKE_SPIKELINK_REFUSE_OPEN", 0);
     g_drop_every = env_int("FAKE_SPIKELINK_DROP_EVERY", 0);
     g_stall_countdown = env_int("FAKE_SPIKELINK_STALL_AFTER_BLOCKS", -1);
+    g_header_cusum = env_int("FAKE_SPIKELINK_HEADER_CUSUM", 0);
+    g_rate_override_hz = (double)env_int("FAKE_SPIKELINK_RATE_HZ", 0);
 }
 
 /* Called with g_mu held: a vanished device comes back once its comeback time has passed. */
 static int device_present(void) {
-    if (g_vanished && g_comeback_ms >= 0 && now_ns() >= g_vanish_ns + g_comeback_ms * 1000000LL) {
-        g_vanished = 0;
-    }
+    if (g_vanished && g_comeback_ms >= 0 && now_ns() >= g_vanish_ns + g_comeback_ms * 1000000LL) g_vanished = 0;
     return !g_vanished;
 }
 
-static int mode_geometry(int32_t mode, int32_t *w, int32_t *h, double *rate) {
+static int mode_geometry(uint32_t mode, int32_t *w, int32_t *h, double *rate) {
     switch (mode) {
-    case SL_MODE_400x250_20K: *w = 400; *h = 250; *rate = 20000.0; return 1;
-    case SL_MODE_400x250_40K: *w = 400; *h = 250; *rate = 40000.0; return 1;
-    case SL_MODE_1000x1000_20K: *w = 1000; *h = 1000; *rate = 20000.0; return 1;
-    case SL_MODE_1000x1000_40K: *w = 1000; *h = 1000; *rate = 40000.0; return 1;
-    case SL_MODE_2000x1000_20K: *w = 2000; *h = 1000; *rate = 20000.0; return 1;
-    case SL_MODE_2000x1000_40K: *w = 2000; *h = 1000; *rate = 40000.0; return 1;
+    case SV_MODE_400x250_20K: *w = 400; *h = 250; *rate = 20000.0; return 1;
+    case SV_MODE_400x250_40K: *w = 400; *h = 250; *rate = 40000.0; return 1;
+    case SV_MODE_1000x1000_20K: *w = 1000; *h = 1000; *rate = 20000.0; return 1;
+    case SV_MODE_1000x1000_40K: *w = 1000; *h = 1000; *rate = 40000.0; return 1;
+    case SV_MODE_2000x1000_20K: *w = 2000; *h = 1000; *rate = 20000.0; return 1;
+    case SV_MODE_2000x1000_40K: *w = 2000; *h = 1000; *rate = 40000.0; return 1;
     default: return 0;
     }
 }
 
-static void free_pool(void) {
-    free(g_frames); free(g_buffers); free(g_in_use);
-    g_frames = NULL; g_buffers = NULL; g_in_use = NULL; g_pool = 0;
+/* A NUL-terminated, non-empty string within n bytes, copied into out (size 4096). */
+static int copy_name(const char *name, size_t n, char *out) {
+    size_t len = strnlen(name, n);
+    if (len == 0 || len == n) return 0;
+    memcpy(out, name, len);
+    out[len] = '\0';
+    return 1;
 }
 
-int32_t spikelink_init(const sl_init_params *params) {
-    int32_t w, h;
-    double rate;
+static void free_pool(fake_input *in) {
+    free(in->frames); free(in->buffers); free(in->in_use);
+    in->frames = NULL; in->buffers = NULL; in->in_use = NULL; in->pool = 0;
+}
+
+SV_API void *SV_CALLTYPE CreateSpikeLinkInputPython(void) {
+    fake_input *in = calloc(1, sizeof(fake_input));
+    pthread_mutex_lock(&g_mu);
+    setup_once();
+    if (in) { in->fd = -1; in->state = FAKE_STATE_CREATED; g_created++; }
+    pthread_mutex_unlock(&g_mu);
+    return in;
+}
+
+SV_API int32_t SV_CALLTYPE Init(void *input, SpikeLinkInitParams *params) {
+    fake_input *in = input;
+    int32_t mode_w, mode_h, cusum;
+    double mode_rate;
+    const SVPicture *picture;
     struct stat st;
+    int32_t rc = FAKE_OK;
     pthread_mutex_lock(&g_mu);
-    ensure_cv();
-    load_env();
-    int32_t rc = SL_OK;
-    if (g_thread_running || g_fd >= 0) { rc = SL_ERR_STATE; goto out; }
-    if (!params || params->format != SL_FORMAT_GRAY1 || params->buffer_pool_size < 1 ||
-        params->planes_per_block < 1 || !mode_geometry(params->mode, &w, &h, &rate) ||
-        params->link_type < SL_LINK_PCIE || params->link_type > SL_LINK_DUMMY_FILE) {
-        rc = SL_ERR_INVALID_ARG; goto out;
+    setup_once();
+    if (!in || !params) { rc = FAKE_ERR_INVALID_ARG; goto out; }
+    if (in->thread_running || in->opened) { rc = FAKE_ERR_STATE; goto out; }
+    if (g_header_cusum > 0) { /* a build from the older header: no cusum, planes per frame fixed */
+        const SpikeLinkInitParamsNoCusum *old = (const SpikeLinkInitParamsNoCusum *)params;
+        cusum = (int32_t)g_header_cusum;
+        picture = &old->picture;
+    } else {
+        cusum = params->cusum;
+        picture = &params->picture;
     }
-    if (params->link_type != SL_LINK_DUMMY_FILE) { rc = SL_ERR_NO_DEVICE; goto out; }
-    if (!params->file_path || strlen(params->file_path) >= sizeof(g_path)) { rc = SL_ERR_INVALID_ARG; goto out; }
-    if (stat(params->file_path, &st) != 0) { rc = SL_ERR_IO; goto out; }
-    int64_t plane_bytes = (int64_t)w * h / 8;
-    if (st.st_size < plane_bytes || st.st_size % plane_bytes != 0) { rc = SL_ERR_INVALID_ARG; goto out; }
-    g_params = *params;
-    strcpy(g_path, params->file_path);
-    g_params.file_path = g_path;
-    g_width = w; g_height = h; g_plane_bytes = plane_bytes;
-    g_file_planes = st.st_size / plane_bytes;
-    g_rate_hz = params->rate_hz == 0 ? rate : params->rate_hz;
-    g_state = SL_STATE_INITIALIZED;
+    if (params->format != SV_PIX_FMT_GRAY1 || params->buff_size < 1 || cusum < 1 ||
+        !mode_geometry(params->mode, &mode_w, &mode_h, &mode_rate)) { rc = FAKE_ERR_INVALID_ARG; goto out; }
+    int32_t decode_w = (mode_w + 1023) / 1024 * 1024;
+    if (picture->height != mode_h || (picture->width != mode_w && picture->width != decode_w) ||
+        picture->format != SV_PIX_FMT_GRAY1) { rc = FAKE_ERR_INVALID_ARG; goto out; }
+    in->width = picture->width;
+    in->height = picture->height;
+    in->plane_bytes = (int64_t)in->width * in->height / 8;
+    in->cusum = cusum;
+    in->link = params->type;
+    if (params->type == SV_LINK_DUMMY) {
+        const SpikeLinkDummyInitParams *dummy = params->opaque;
+        if (!dummy || !copy_name(dummy->fileName, sizeof(dummy->fileName), in->path) ||
+            dummy->fps.num < 0 || dummy->fps.den <= 0) { rc = FAKE_ERR_INVALID_ARG; goto out; }
+        if (stat(in->path, &st) != 0) { rc = FAKE_ERR_IO; goto out; }
+        if (st.st_size < in->plane_bytes) { rc = FAKE_ERR_INVALID_ARG; goto out; }
+        in->rate_hz = (double)dummy->fps.num / (double)dummy->fps.den;
+        in->repeat = dummy->repeat;
+    } else if (params->type == SV_LINK_PCIE) {
+        const SpikeLinkQSFPInitParams *qsfp = params->opaque;
+        if (!qsfp || !copy_name((const char *)qsfp->devName, sizeof(qsfp->devName), in->path) ||
+            qsfp->channels < 0 || qsfp->channels > 3 || qsfp->channelMode < 0 || qsfp->channelMode > 2) {
+            rc = FAKE_ERR_INVALID_ARG; goto out;
+        }
+        in->rate_hz = g_rate_override_hz > 0 ? g_rate_override_hz : mode_rate;
+        in->repeat = 1; /* a camera never ends */
+    } else if (params->type >= SV_LINK_USB && params->type <= SV_LINK_ETHERNET) {
+        rc = FAKE_ERR_UNSUPPORTED_LINK; goto out;
+    } else {
+        rc = FAKE_ERR_INVALID_ARG; goto out;
+    }
+    in->pool = params->buff_size; /* allocated by Open */
+    in->state = FAKE_STATE_INITIALIZED;
 out:
     pthread_mutex_unlock(&g_mu);
     return rc;
 }
 
-int32_t spikelink_set_callback(sl_frame_callback callback) {
+SV_API void SV_CALLTYPE SetCallbackPython(void *input, SpikeLinkFrameCallback callback) {
+    fake_input *in = input;
+    if (!in) return;
     pthread_mutex_lock(&g_mu);
-    int32_t rc = SL_OK;
-    if (g_thread_running) rc = SL_ERR_STATE;
-    else g_callback = callback;
+    if (!in->thread_running) in->callback = callback;
     pthread_mutex_unlock(&g_mu);
-    return rc;
 }
 
-int32_t spikelink_open(void) {
+SV_API int32_t SV_CALLTYPE Open(void *input) {
+    fake_input *in = input;
+    struct stat st;
+    int32_t rc = FAKE_OK;
     pthread_mutex_lock(&g_mu);
-    int32_t rc = SL_OK;
+    setup_once();
     g_open_attempts++;
-    if (g_state != SL_STATE_INITIALIZED) { rc = SL_ERR_STATE; goto out; }
-    if (!device_present()) { rc = SL_ERR_NO_DEVICE; goto out; }
-    if (g_refuse_open > 0) { g_refuse_open--; rc = SL_ERR_NO_DEVICE; goto out; }
-    g_fd = open(g_path, O_RDONLY | O_CLOEXEC);
-    if (g_fd < 0) { rc = SL_ERR_IO; goto out; }
-    int32_t n = g_params.buffer_pool_size, ppb = g_params.planes_per_block;
-    g_frames = calloc((size_t)n, sizeof(sl_frame));
-    g_buffers = malloc((size_t)n * (size_t)ppb * (size_t)g_plane_bytes);
-    g_in_use = calloc((size_t)n, sizeof(int));
-    if (!g_frames || !g_buffers || !g_in_use) {
-        free_pool(); close(g_fd); g_fd = -1; rc = SL_ERR_NO_MEMORY; goto out;
+    if (!in || in->state != FAKE_STATE_INITIALIZED || in->opened) { rc = FAKE_ERR_STATE; goto out; }
+    if (!device_present()) { rc = FAKE_ERR_NO_DEVICE; goto out; }
+    if (g_refuse_open > 0) { g_refuse_open--; rc = FAKE_ERR_NO_DEVICE; goto out; }
+    in->fd = open(in->path, O_RDONLY | O_CLOEXEC);
+    if (in->fd < 0) { rc = in->link == SV_LINK_PCIE ? FAKE_ERR_NO_DEVICE : FAKE_ERR_IO; goto out; }
+    if (fstat(in->fd, &st) != 0 || st.st_size < in->plane_bytes) {
+        close(in->fd); in->fd = -1; rc = FAKE_ERR_IO; goto out;
     }
-    g_pool = n;
-    g_state = SL_STATE_OPENED;
+    in->file_planes = st.st_size / in->plane_bytes;
+    size_t n = (size_t)in->pool, frame_bytes = (size_t)in->cusum * (size_t)in->plane_bytes;
+    in->frames = calloc(n, sizeof(SpikeLinkVideoFrame));
+    in->buffers = malloc(n * frame_bytes);
+    in->in_use = calloc(n, sizeof(int));
+    if (!in->frames || !in->buffers || !in->in_use) {
+        int32_t pool = in->pool;
+        free_pool(in); in->pool = pool;
+        close(in->fd); in->fd = -1; rc = FAKE_ERR_NO_MEMORY; goto out;
+    }
+    in->opened = 1;
+    in->state = FAKE_STATE_OPENED;
 out:
     pthread_mutex_unlock(&g_mu);
     return rc;
 }
 
-static void *delivery_thread(void *unused) {
-    (void)unused;
+static void *delivery_thread(void *arg) {
+    fake_input *in = arg;
     pthread_mutex_lock(&g_mu);
-    const int32_t ppb = g_params.planes_per_block;
+    const int64_t cusum = in->cusum;
     const int64_t t0 = now_ns();
     int64_t pts = 0, file_plane = 0, planes_sent = 0;
-    while (!g_stop) {
-        if (g_rate_hz > 0) { /* absolute schedule: block k is due when its last plane is captured */
-            int64_t n_next = ppb;
-            int64_t due = t0 + (int64_t)((double)(planes_sent + n_next) * 1e9 / g_rate_hz);
-            struct timespec ts = {due / 1000000000LL, due % 1000000000LL};
-            while (!g_stop && now_ns() < due) {
-                pthread_cond_timedwait(&g_cv, &g_mu, &ts);
-            }
-            if (g_stop) break;
+    while (!in->stop) {
+        int64_t n = in->file_planes - file_plane < cusum ? in->file_planes - file_plane : cusum;
+        if (in->rate_hz > 0) { /* absolute schedule: a frame is due when its last plane has been read out */
+            int64_t due = t0 + (int64_t)((double)(planes_sent + n) * 1e9 / in->rate_hz);
+            struct timespec ts = to_timespec(due);
+            while (!in->stop && now_ns() < due) pthread_cond_timedwait(&g_cv, &g_mu, &ts);
+            if (in->stop) break;
         }
         if (g_vanish_countdown == 0) {
             g_vanish_countdown = -1;
             g_vanished = 1;
             g_vanish_ns = now_ns();
-            g_state = SL_STATE_DISCONNECTED;
+            in->state = FAKE_STATE_DISCONNECTED;
             break;
         }
-        if (g_stall_countdown == 0) {
-            g_stall_countdown = -1;
-            g_stalled = 1;
-        }
-        if (g_stalled) { /* hung link: nothing arrives, state still RUNNING */
-            struct timespec ts;
-            int64_t wake = now_ns() + 10000000LL;
-            ts.tv_sec = wake / 1000000000LL; ts.tv_nsec = wake % 1000000000LL;
+        if (g_stall_countdown == 0) { g_stall_countdown = -1; g_stalled = 1; }
+        if (g_stalled) { /* a hung link: nothing arrives, the device still looks open */
+            struct timespec ts = to_timespec(now_ns() + 10000000LL);
             pthread_cond_timedwait(&g_cv, &g_mu, &ts);
             continue;
         }
-        if (file_plane >= g_file_planes) {
-            if (g_params.loop) file_plane = 0;
-            else { g_state = SL_STATE_END_OF_FILE; break; }
-        }
-        int64_t n = g_file_planes - file_plane < ppb ? g_file_planes - file_plane : ppb;
         int64_t this_pts = pts++;
-        planes_sent += n;
         int64_t first = file_plane;
+        planes_sent += n;
         file_plane += n;
+        if (file_plane >= in->file_planes) { /* the end of the file: again from the start, or the end */
+            if (!in->repeat) in->stop = 2;
+            file_plane = 0;
+        }
         if (g_drop_every > 0 && this_pts % g_drop_every == g_drop_every - 1) { g_dropped++; continue; }
         int32_t slot = -1;
-        for (int32_t i = 0; i < g_pool; i++) if (!g_in_use[i]) { slot = i; break; }
+        for (int32_t i = 0; i < in->pool; i++) if (!in->in_use[i]) { slot = i; break; }
         if (slot < 0) { g_pool_empty++; continue; }
-        uint8_t *buf = g_buffers + (size_t)slot * (size_t)ppb * (size_t)g_plane_bytes;
-        size_t want = (size_t)(n * g_plane_bytes);
-        ssize_t got = pread(g_fd, buf, want, (off_t)(first * g_plane_bytes));
-        if (got != (ssize_t)want) { g_state = SL_STATE_DISCONNECTED; break; }
-        sl_frame *frame = &g_frames[slot];
+        uint8_t *buf = in->buffers + (size_t)slot * (size_t)cusum * (size_t)in->plane_bytes;
+        size_t want = (size_t)(n * in->plane_bytes);
+        if (pread(in->fd, buf, want, (off_t)(first * in->plane_bytes)) != (ssize_t)want) {
+            in->state = FAKE_STATE_DISCONNECTED;
+            break;
+        }
+        SpikeLinkVideoFrame *frame = &in->frames[slot];
         memset(frame, 0, sizeof(*frame));
         frame->data[0] = buf;
-        frame->linesize[0] = g_width / 8;
-        frame->size = (int64_t)want;
-        frame->width = g_width;
-        frame->height = g_height;
-        frame->cusum = (int32_t)n;
-        frame->format = SL_FORMAT_GRAY1;
+        frame->linesize[0] = in->width / 8;
+        frame->format = (int32_t)SV_PIX_FMT_GRAY1;
+        frame->size = (int32_t)want;
+        frame->width = in->width;
+        frame->height = in->height;
         frame->pts = this_pts;
-        frame->time_base_num = ppb;
-        frame->time_base_den = g_rate_hz > 0 ? (int32_t)g_rate_hz : 40000;
-        g_in_use[slot] = 1;
+        frame->dts = this_pts;
+        frame->duration = 1;
+        frame->time_base.num = cusum; /* one pts step lasts cusum planes */
+        frame->time_base.den = in->rate_hz > 0 ? (int64_t)in->rate_hz : 40000;
+        in->in_use[slot] = 1;
         g_delivered++;
         if (g_vanish_countdown > 0) g_vanish_countdown--;
         if (g_stall_countdown > 0) g_stall_countdown--;
-        sl_frame_callback cb = g_callback;
+        SpikeLinkFrameCallback cb = in->callback;
         pthread_mutex_unlock(&g_mu);
         if (cb) cb(frame); /* without the lock: the consumer may release from inside */
         pthread_mutex_lock(&g_mu);
     }
+    if (in->stop == 2) in->state = FAKE_STATE_END_OF_FILE;
     pthread_mutex_unlock(&g_mu);
     return NULL;
 }
 
-int32_t spikelink_start(void) {
+SV_API int32_t SV_CALLTYPE Start(void *input) {
+    fake_input *in = input;
+    int32_t rc = FAKE_OK;
     pthread_mutex_lock(&g_mu);
-    int32_t rc = SL_OK;
-    if ((g_state != SL_STATE_OPENED && g_state != SL_STATE_STOPPED) || g_thread_running) { rc = SL_ERR_STATE; goto out; }
-    if (!device_present()) { rc = SL_ERR_NO_DEVICE; goto out; }
-    g_stop = 0;
+    if (!in || !in->opened || in->thread_running) { rc = FAKE_ERR_STATE; goto out; }
+    if (!device_present()) { rc = FAKE_ERR_NO_DEVICE; goto out; }
+    in->stop = 0;
     g_stalled = 0;
-    if (pthread_create(&g_thread, NULL, delivery_thread, NULL) != 0) { rc = SL_ERR_NO_MEMORY; goto out; }
-    g_thread_running = 1;
-    g_state = SL_STATE_RUNNING;
+    if (pthread_create(&in->thread, NULL, delivery_thread, in) != 0) { rc = FAKE_ERR_NO_MEMORY; goto out; }
+    in->thread_running = 1;
+    in->state = FAKE_STATE_RUNNING;
     g_starts++;
 out:
     pthread_mutex_unlock(&g_mu);
     return rc;
 }
 
-int32_t spikelink_stop(void) {
+SV_API int32_t SV_CALLTYPE Stop(void *input) {
+    fake_input *in = input;
+    if (!in) return FAKE_ERR_INVALID_ARG;
     pthread_mutex_lock(&g_mu);
-    if (!g_thread_running) { pthread_mutex_unlock(&g_mu); return SL_OK; }
-    g_stop = 1;
+    if (!in->thread_running) { pthread_mutex_unlock(&g_mu); return FAKE_OK; }
+    if (!in->stop) in->stop = 1;
     pthread_cond_broadcast(&g_cv);
     pthread_mutex_unlock(&g_mu);
-    pthread_join(g_thread, NULL);
+    pthread_join(in->thread, NULL);
     pthread_mutex_lock(&g_mu);
-    g_thread_running = 0;
-    if (g_state == SL_STATE_RUNNING) g_state = SL_STATE_STOPPED;
+    in->thread_running = 0;
+    if (in->state == FAKE_STATE_RUNNING) in->state = FAKE_STATE_STOPPED;
     pthread_mutex_unlock(&g_mu);
-    return SL_OK;
+    return FAKE_OK;
 }
 
-int32_t spikelink_close(void) {
-    spikelink_stop();
+SV_API int32_t SV_CALLTYPE Close(void *input) {
+    fake_input *in = input;
+    if (!in) return FAKE_ERR_INVALID_ARG;
+    Stop(in);
     pthread_mutex_lock(&g_mu);
-    if (g_fd >= 0) { close(g_fd); g_fd = -1; }
-    free_pool(); /* frames still outstanding are lost; releasing them later returns SL_ERR_STATE */
-    g_state = SL_STATE_CLOSED;
+    if (in->fd >= 0) { close(in->fd); in->fd = -1; }
+    if (in->opened) {
+        int32_t pool = in->pool;
+        free_pool(in); /* frames still out are gone; releasing one later counts as a bad release */
+        in->pool = pool;
+        in->opened = 0;
+        in->state = FAKE_STATE_INITIALIZED;
+    }
     pthread_mutex_unlock(&g_mu);
-    return SL_OK;
+    return FAKE_OK;
 }
 
-int32_t spikelink_release_frame(sl_frame *frame) {
+SV_API bool SV_CALLTYPE IsOpen(void *input) {
+    fake_input *in = input;
+    if (!in) return false;
     pthread_mutex_lock(&g_mu);
-    int32_t rc = SL_OK;
-    if (!g_frames || !frame || frame < g_frames || frame >= g_frames + g_pool) { rc = SL_ERR_STATE; goto out; }
-    ptrdiff_t i = frame - g_frames;
-    if (!g_in_use[i]) { rc = SL_ERR_INVALID_ARG; goto out; }
-    g_in_use[i] = 0;
-    g_released++;
-out:
+    bool open = in->opened && device_present();
     pthread_mutex_unlock(&g_mu);
-    return rc;
+    return open;
 }
 
-int32_t spikelink_get_state(void) {
+SV_API int32_t SV_CALLTYPE GetState(void *input) {
+    fake_input *in = input;
+    if (!in) return FAKE_ERR_INVALID_ARG;
     pthread_mutex_lock(&g_mu);
-    int32_t s = device_present() ? g_state : SL_STATE_DISCONNECTED;
+    int32_t state = device_present() ? in->state : FAKE_STATE_DISCONNECTED;
     pthread_mutex_unlock(&g_mu);
-    return s;
+    return state;
 }
 
-int64_t fake_control(int32_t cmd, int64_t arg) {
+SV_API void SV_CALLTYPE ReleaseFrame(void *input, void *frame) {
+    fake_input *in = input;
+    SpikeLinkVideoFrame *f = frame;
+    pthread_mutex_lock(&g_mu);
+    if (!in || !in->frames || !f || f < in->frames || f >= in->frames + in->pool || !in->in_use[f - in->frames]) {
+        g_bad_releases++;
+    } else {
+        in->in_use[f - in->frames] = 0;
+        g_released++;
+    }
+    pthread_mutex_unlock(&g_mu);
+}
+
+SV_API void SV_CALLTYPE Fini(void *input) {
+    fake_input *in = input;
+    if (!in) return;
+    Close(in);
+    pthread_mutex_lock(&g_mu);
+    g_finished++;
+    pthread_mutex_unlock(&g_mu);
+    free(in);
+}
+
+SV_API int64_t fake_control(int32_t cmd, int64_t arg) {
     int64_t r = 0;
     pthread_mutex_lock(&g_mu);
-    load_env();
+    setup_once();
     switch (cmd) {
     case FAKE_RESET:
-        g_vanish_countdown = -1; g_comeback_ms = 0; g_refuse_open = 0; g_drop_every = 0;
-        g_stall_countdown = -1; g_vanished = 0; g_stalled = 0;
+        g_vanish_countdown = -1; g_comeback_ms = 0; g_refuse_open = 0; g_drop_every = 0; g_stall_countdown = -1;
+        g_header_cusum = 0; g_rate_override_hz = 0; g_vanished = 0; g_stalled = 0;
         g_delivered = g_released = g_pool_empty = g_dropped = g_starts = g_open_attempts = 0;
+        g_created = g_finished = g_bad_releases = 0;
         break;
     case FAKE_VANISH_AFTER_BLOCKS: g_vanish_countdown = arg; break;
     case FAKE_COMEBACK_AFTER_MS: g_comeback_ms = arg; break;
     case FAKE_REFUSE_OPEN: g_refuse_open = arg; break;
     case FAKE_DROP_EVERY: g_drop_every = arg; break;
     case FAKE_STALL_AFTER_BLOCKS: g_stall_countdown = arg; break;
+    case FAKE_HEADER_CUSUM: g_header_cusum = arg; break;
+    case FAKE_RATE_HZ: g_rate_override_hz = (double)arg; break;
     case FAKE_Q_OUTSTANDING: r = g_delivered - g_released; break;
     case FAKE_Q_DELIVERED: r = g_delivered; break;
     case FAKE_Q_RELEASED: r = g_released; break;
@@ -379,13 +497,9 @@ int64_t fake_control(int32_t cmd, int64_t arg) {
     case FAKE_Q_DROPPED: r = g_dropped; break;
     case FAKE_Q_STARTS: r = g_starts; break;
     case FAKE_Q_OPEN_ATTEMPTS: r = g_open_attempts; break;
-    case FAKE_Q_SIZEOF_FRAME: r = (int64_t)sizeof(sl_frame); break;
-    case FAKE_Q_SIZEOF_PARAMS: r = (int64_t)sizeof(sl_init_params); break;
-    case FAKE_Q_OFFSET_FRAME_SIZE: r = (int64_t)offsetof(sl_frame, size); break;
-    case FAKE_Q_OFFSET_FRAME_PTS: r = (int64_t)offsetof(sl_frame, pts); break;
-    case FAKE_Q_OFFSET_FRAME_TB: r = (int64_t)offsetof(sl_frame, time_base_num); break;
-    case FAKE_Q_OFFSET_PARAMS_RATE: r = (int64_t)offsetof(sl_init_params, rate_hz); break;
-    case FAKE_Q_OFFSET_PARAMS_PATH: r = (int64_t)offsetof(sl_init_params, file_path); break;
+    case FAKE_Q_CREATED: r = g_created; break;
+    case FAKE_Q_FINISHED: r = g_finished; break;
+    case FAKE_Q_BAD_RELEASES: r = g_bad_releases; break;
     default: r = -1; break;
     }
     pthread_mutex_unlock(&g_mu);

@@ -26,8 +26,17 @@ from edge.live.config import (
     parse_window,
 )
 from edge.live.sources.base import parse_block_planes, parse_height, parse_rate_hz
-from edge.live.sources.camera import parse_camera_buffer_pool, parse_camera_link, parse_camera_mode
-from edge.live.sources.replay import ReplayConfig, parse_speed
+from edge.live.sources.camera import (
+    parse_camera_buffer_pool,
+    parse_camera_channels,
+    parse_camera_cusum,
+    parse_camera_device,
+    parse_camera_init_params,
+    parse_camera_layout,
+    parse_camera_link,
+    parse_camera_mode,
+)
+from edge.live.sources.replay import ReplayConfig, parse_layout, parse_speed
 from edge.live.sources.simulate import SimulateConfig, parse_planes, parse_scene
 from edge.live.worker import DEFAULT_HOP_PLANES, WorkerPolicy
 from edge.protocol.client import request as control_request
@@ -35,7 +44,8 @@ from edge.protocol.wire import PAYLOAD_DTYPES, PayloadDtype
 from edge.reconstruction.backends.base import BackendName, Device
 from edge.reconstruction.methods import Method
 from firmware_io.scenes import SceneName
-from firmware_io.spikelink import LinkType, SensorMode
+from firmware_io.layouts import Layout
+from firmware_io.spikelink import InitParamsLayout, LinkType, SensorMode
 
 
 @pytest.mark.parametrize("parse, value, expected", [
@@ -50,6 +60,9 @@ from firmware_io.spikelink import LinkType, SensorMode
     (parse_height, "64", 64), (parse_block_planes, 1, 1), (parse_planes, 0, 0),
     (parse_scene, "pan", SceneName.PAN), (parse_camera_link, "dummy-file", LinkType.DUMMY_FILE),
     (parse_camera_mode, "1000x1000-20k", SensorMode.M1000x1000_20K), (parse_camera_buffer_pool, "16", 16),
+    (parse_camera_link, "usb", LinkType.USB), (parse_camera_cusum, "50", 50), (parse_camera_channels, 3, 3),
+    (parse_camera_device, "pcie0", "pcie0"), (parse_camera_layout, "pcie1k", Layout.PCIE1K),
+    (parse_camera_init_params, "header", InitParamsLayout.HEADER), (parse_layout, "dat", Layout.DAT),
 ])
 def test_parse_converts_good_values(parse, value, expected):
     got = parse(value)
@@ -64,7 +77,9 @@ def test_parse_converts_good_values(parse, value, expected):
     (parse_rate_hz, 0), (parse_rate_hz, "-1"), (parse_rate_hz, math.nan), (parse_rate_hz, "inf"),
     (parse_speed, 0.0), (parse_height, 0), (parse_block_planes, "0"), (parse_planes, -1),
     (parse_scene, "nope"), (parse_camera_link, "serial"), (parse_camera_mode, "640x480-40k"),
-    (parse_camera_buffer_pool, 0),
+    (parse_camera_buffer_pool, 0), (parse_camera_mode, "unknown"), (parse_camera_cusum, 0),
+    (parse_camera_channels, 4), (parse_camera_device, ""), (parse_camera_layout, "pcie"),
+    (parse_camera_init_params, "new"), (parse_layout, "raw"),
 ])
 def test_parse_rejects_bad_values_quoting_them(parse, value):
     with pytest.raises(ValueError) as error:

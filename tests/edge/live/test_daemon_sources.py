@@ -1,6 +1,6 @@
-"""The live sources behind ``spike-edge run``, end to end: the camera (fake SpikeLink SDK built from C,
-dummy-file link) and the simulated camera, each in a real daemon subprocess on loopback, received
-with ``host.subscriber.Subscriber``; plus the CLI's usage errors.
+"""The live sources behind ``spike-edge run``, end to end: the camera (fake SpikeLink library built from C,
+dummy-file link; 250x400 .dat planes and the 1000x1000 camera's PCIe rows) and the simulated camera, each in a
+real daemon subprocess on loopback, received with ``host.subscriber.Subscriber``; plus the CLI's usage errors.
 
 Daemons come from ``start_daemon`` (``daemon_harness``): every wait has a deadline and every daemon
 still alive at the end of a test is killed.
@@ -21,6 +21,9 @@ from daemon_harness import Daemon
 from edge.cli import main as edge_main
 from edge.cli.processes import EDGE, loopback_urls
 from firmware_io.contract import Geometry
+from firmware_io.fake_spikelink import FakeState
+from firmware_io.layouts import PCIE_GEOMETRY
+from firmware_io.pcie import write_pcie
 from firmware_io.spikelink import LIBRARY_ENV
 from host.subscriber import Received, Subscriber
 
@@ -84,6 +87,12 @@ def test_camera_dummy_file_streams_frames(fake_lib, camera_dat, start_daemon):
         assert keys == sorted(keys) and all(k % HOP == 20 for k in keys)
         stats = d.request("stats")["stats"]
         assert stats["source_errors"] == 0 and stats["camera_reconnects"] == 0
+        # what the library said: IsOpen, GetState's number (the fake's RUNNING), no error
+        status = d.request("health")["source_status"]
+        assert status["sdk_is_open"] is True and status["sdk_state"] == FakeState.RUNNING and status["connected"]
+        assert status["link"] == "dummy-file" and status["layout"] == "dat" and status["cusum"] == 50
+        assert status["last_error"] is None and status["errors"] == 0 and status["reconnects"] == 0
+        assert d.request("describe")["source_status"]["library"] == fake_lib
         d.terminate(within_s=1.0)
 
 
@@ -115,6 +124,8 @@ def test_camera_vanishing_is_reported_and_frames_continue(fake_lib, camera_dat, 
         health = d.request("health")
         assert any(e.startswith("error:") for e in health["recent_events"]), health
         assert any(e.startswith("reconnect:") for e in health["recent_events"]), health
+        status = health["source_status"]  # the library's side of it: its refusals while gone, then back
+        assert status["reconnects"] >= 1 and status["errors"] >= 1 and status["last_error"], status
         d.terminate(within_s=1.0)
     log = d.text()
     assert "capture error: camera disconnected" in log and "capture reconnect" in log, log
@@ -133,6 +144,50 @@ def test_camera_missing_library_exits_with_source_failure(tmp_path, camera_dat):
         assert result.returncode == 3, err  # ExitCode.SOURCE_FAILED
         assert LIBRARY_ENV in err and "--camera-library" in err, err
     assert str(missing) in by_option.stderr.decode() and str(missing) in by_env.stderr.decode()
+
+
+@pytest.fixture(params=["pcie1k", "redsbase"])
+def camera_recording(request, tmp_path_factory) -> tuple[Path, str, str]:
+    """(raw file, --camera-mode, layout): the 1000x1000 camera's PCIe rows made from a known array, or a
+    REDS_BASE clip (250x400 .dat planes)."""
+    if request.param == "pcie1k":
+        rng = np.random.default_rng(11)
+        rate = rng.random(PCIE_GEOMETRY.shape) * 0.3  # a static scene: per-pixel firing rates
+        planes = rng.random((200, *PCIE_GEOMETRY.shape)) < rate
+        path = tmp_path_factory.mktemp("camera") / "pcie.dat"
+        write_pcie(path, planes)
+        return path, "1000x1000-20k", "pcie1k"
+    clips = request.getfixturevalue("redsbase_clips")
+    return clips[0][0], "400x250-40k", "dat"
+
+
+def test_camera_dummy_link_stream_equals_offline_reconstruction(fake_lib, camera_recording, start_daemon, tmp_path):
+    """The library replays the file itself (dummy link, no repeat); with --policy all every window of it is
+    published, equal to ``spike-edge reconstruct --every 40`` of the same file frame for frame."""
+    path, mode, layout = camera_recording
+    offline = tmp_path / "offline.npy"
+    r = subprocess.run([*EDGE, "reconstruct", str(path), "--method", "tfp", "--every", str(HOP), "--out", str(offline)],
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    expected = np.load(offline)
+    d = start_daemon(["--camera", "--camera-library", fake_lib, "--camera-file", str(path), "--camera-mode", mode,
+                      "--rate-hz", "2000", "--hop", str(HOP), "--policy", "all", "--ring-planes", "400",
+                      "--wait-subscribers", "1"])
+    deadline = time.monotonic() + 20
+    while (status := d.request("health")["source_status"]) is None:
+        assert time.monotonic() < deadline, d.text()
+        time.sleep(0.05)
+    assert status["layout"] == layout and status["link"] == "dummy-file" and status["errors"] == 0, status
+    with Subscriber(d.pub, heartbeat_timeout_s=10) as sub:
+        frames = []
+        while sub.last_eos is None:
+            assert time.monotonic() < deadline, f"no end-of-stream; log:\n{d.text()}"
+            item = sub.next(timeout_s=0.5)
+            if item is not None and item.kind == "frame":
+                frames.append(item)
+    assert d.wait(10) == 0, d.text()
+    assert [f.header.key_plane for f in frames] == [HOP // 2 + HOP * i for i in range(len(expected))]
+    np.testing.assert_array_equal(np.stack([f.image for f in frames]), expected)
 
 
 # -- the simulated camera --------------------------------------------------------------------------
@@ -164,7 +219,13 @@ def test_simulate_publishes_frames_and_exits_on_sigterm(start_daemon):
     (["--camera", "--camera-mode", "1000x1000-20k", "--width", "400"], "disagree with --camera-mode"),
     (["--camera", "--rate-hz", "1000"], "disagrees with --camera-mode"),
     (["--camera", "--camera-link", "dummy-file"], "--camera-file"),
-    (["--camera", "--camera-link", "usb3", "--camera-file", "x.dat"], "dummy-file"),
+    (["--camera", "--camera-link", "usb", "--camera-file", "x.dat"], "dummy-file"),
+    (["--camera", "--camera-link", "usb"], "init structure of the USB link (type 0x21) is not published"),
+    (["--camera", "--camera-link", "ethernet"], "init structure of the ETHERNET link"),
+    (["--camera", "--camera-layout", "pcie1k"], "does not fit --camera-mode 400x250-40k"),
+    (["--camera", "--camera-cusum", "0"], "--camera-cusum"),
+    (["--camera", "--camera-channels", "4"], "0..3"),
+    (["--camera", "--block-planes", "40"], "--block-planes applies to --replay or --simulate, not --camera"),
     (["--camera", "--loop"], "--loop"),
     (["--camera", "--camera-link", "serial"], "dummy-file"),  # not a choice: the choices are listed
     (["--camera", "--camera-mode", "640x480-40k"], "400x250-40k"),

@@ -20,7 +20,8 @@ from edge.live.sources.replay import ReplayConfig
 from edge.live.sources.simulate import SIMULATE_DEFAULT_RATE_HZ, SimulateConfig
 from firmware_io.contract import SpikeBlock
 from firmware_io.scenes import SceneName
-from firmware_io.spikelink import LinkType, SensorMode
+from firmware_io.layouts import Layout
+from firmware_io.spikelink import InitParamsLayout, LinkType, SensorMode
 
 
 def cli_args(option: Option) -> list[str]:
@@ -106,13 +107,39 @@ def test_sources_fill_their_own_defaults():
     assert dummy.describe()["camera_mode"] == mode_name(SensorMode.M400x250_40K) == "400x250-40k"
 
 
+def test_camera_options_map_onto_the_librarys_init_parameters():
+    """Link, mode, device, channels, cusum, pool, layout and init layout, as the command line gives them."""
+    camera = source_from_options({"camera": True, "camera_mode": SensorMode.M1000x1000_40K, "camera_device": "pcie0",
+                                  "camera_channels": 2, "camera_cusum": 25, "camera_buffer_pool": 500,
+                                  "camera_init_params": InitParamsLayout.HEADER})
+    assert camera.layout is Layout.PCIE1K and camera.block_planes == 25  # the 1000x1000 modes deliver PCIe rows
+    described = camera.describe()
+    assert described["camera_layout"] == "pcie1k" and described["camera_device"] == "pcie0"
+    assert described["camera_cusum"] == described["block_planes"] == 25 and described["camera_buffer_pool"] == 500
+    assert described["camera_channels"] == 2 and described["camera_init_params"] == "header"
+    assert source_from_options({"camera": True}).layout is Layout.DAT  # 400x250: the .dat convention
+    result = CliRunner().invoke(edge_main, ["run", "--camera", "--camera-link", "usb"])
+    assert result.exit_code == 2 and "init structure of the USB link" in result.output, result.output
+    result = CliRunner().invoke(edge_main, ["run", "--camera", "--block-planes", "40"])
+    assert result.exit_code == 2 and "--block-planes applies to --replay or --simulate, not --camera" in result.output
+
+
 def test_camera_checks_its_own_combinations():
     with pytest.raises(ValueError, match="--rate-hz 1000 disagrees with --camera-mode 400x250-40k"):
         CameraConfig(rate_hz=1000.0)
     with pytest.raises(ValueError, match="give --camera-file"):
         CameraConfig(camera_link=LinkType.DUMMY_FILE)
-    with pytest.raises(ValueError, match="not --camera-link usb3"):
-        CameraConfig(camera_link=LinkType.USB3, camera_file="x.dat")
+    with pytest.raises(ValueError, match="not --camera-link usb"):
+        CameraConfig(camera_link=LinkType.USB, camera_file="x.dat")
+    with pytest.raises(ValueError, match=r"--camera-link usb: the init structure of the USB link \(type 0x21\) is not "
+                                         r"published .* will not guess it"):
+        CameraConfig(camera_link=LinkType.USB)
+    with pytest.raises(ValueError, match="--camera-layout pcie1k does not fit --camera-mode 400x250-40k"):
+        CameraConfig(camera_layout=Layout.PCIE1K)
+    with pytest.raises(ValueError, match="--camera-cusum 20000 makes 2560000000-byte frames .* int32"):
+        CameraConfig(camera_mode=SensorMode.M1000x1000_20K, camera_cusum=20_000)
+    with pytest.raises(ValueError, match="--camera-device names a PCIe device"):
+        CameraConfig(camera_link=LinkType.DUMMY_FILE, camera_file="x.dat", camera_device="pcie0")
     with pytest.raises(ValueError, match="--loop applies to the dummy-file link"):
         CameraConfig(loop=True)
     with pytest.raises(ValueError, match=r"--height 64 / --width - disagree with --camera-mode"):
