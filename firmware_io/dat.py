@@ -119,8 +119,12 @@ class DatWriter:
                 f"expected uint8 (n, {self.geometry.plane_bytes}) packed {self.geometry} planes, "
                 f"got {packed.dtype} {packed.shape}"
             )
-        self._file.write(np.ascontiguousarray(packed).tobytes())
+        self._file.write(self._encode(packed))
         self.n_planes += packed.shape[0]
+
+    def _encode(self, packed: np.ndarray) -> bytes:
+        """The bytes stored for validated packed planes (the ``.dat`` layout stores them as they are)."""
+        return np.ascontiguousarray(packed).tobytes()
 
     def write_planes(self, planes: np.ndarray) -> None:
         """Write upright 0/1 planes ``(n, H, W)``."""
@@ -143,7 +147,7 @@ class DatWriter:
             self._file.close()
         self._pending.abort()
 
-    def __enter__(self) -> "DatWriter":
+    def __enter__(self) -> DatWriter:
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:

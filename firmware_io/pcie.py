@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_io.atomic import PendingFile
-from firmware_io.bitpack import pack_planes, unpack_planes
+from firmware_io.dat import DatWriter
+from firmware_io.bitpack import unpack_planes
 from firmware_io.contract import FormatError, Geometry
 from firmware_io.layouts import (
     FIRST_TAG,
@@ -149,55 +149,17 @@ class PcieReader(PlaneRangeReader):
             self._mmap = None
 
 
-class PcieWriter:
+class PcieWriter(DatWriter):
     """Streams 1000x1000 planes to a raw PCIe 1K file, tagged as ``firmware_io.layouts`` writes them;
-    the file appears under its name only when closed cleanly (``firmware_io.atomic.PendingFile``)."""
+    the file appears under its name only when closed cleanly (``DatWriter``'s atomic commit)."""
 
     layout = Layout.PCIE1K
 
     def __init__(self, path: str | os.PathLike, geometry: Geometry = PCIE_GEOMETRY) -> None:
-        self.path = Path(path)
-        self.geometry = layout_geometry(Layout.PCIE1K, geometry)
-        self.n_planes = 0
-        self._pending = PendingFile(self.path)
-        with self._pending.guard():
-            self._file = open(self._pending.path, "wb")
+        super().__init__(path, layout_geometry(Layout.PCIE1K, geometry))
 
-    def write_packed(self, packed: np.ndarray) -> None:
-        """Write contract-order packed planes ``uint8 (n, 125000)``."""
-        raw = pcie_rows_from_packed(packed)
-        self._file.write(raw.tobytes())
-        self.n_planes += raw.shape[0]
-
-    def write_planes(self, planes: np.ndarray) -> None:
-        """Write upright 0/1 planes ``(n, 1000, 1000)``."""
-        planes = np.asarray(planes)
-        if planes.ndim == 2:
-            planes = planes[None]
-        if planes.shape[1:] != self.geometry.shape:
-            raise ValueError(f"expected planes of {self.geometry}, got {planes.shape[1:]}")
-        self.write_packed(pack_planes(planes))
-
-    def close(self) -> None:
-        if self._file.closed:
-            return
-        with self._pending.guard():
-            self._file.close()
-        self._pending.commit()
-
-    def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self._pending.abort()
-
-    def __enter__(self) -> "PcieWriter":
-        return self
-
-    def __exit__(self, exc_type, *exc: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    def _encode(self, packed: np.ndarray) -> bytes:
+        return pcie_rows_from_packed(packed).tobytes()
 
 
 def write_pcie(path: str | os.PathLike, planes: np.ndarray) -> Path:
