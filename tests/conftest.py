@@ -60,6 +60,17 @@ def fake_lib(tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def control(fake_lib):
+    """The fake SDK's control block (fail, vanish, stall, ...), reset before and after the test."""
+    from firmware_io.fake_spikelink import FakeControl
+
+    fc = FakeControl(fake_lib)
+    fc.reset()
+    yield fc
+    fc.reset()
+
+
+@pytest.fixture
 def start_daemon(tmp_path):
     """``start_daemon(args, env=None)`` -> a running ``Daemon``; every one still alive is killed at the end."""
     from daemon_harness import Daemon  # imported here: only the end-to-end tests need edge and host

@@ -11,21 +11,13 @@ import pytest
 from firmware_io.bitpack import pack_planes
 from firmware_io.contract import Geometry, ReadStatus, SourceError
 from firmware_io.dat import DatReader, write_dat
-from firmware_io.fake_spikelink import FakeControl, FakeError, FakeState
+from firmware_io.fake_spikelink import FakeError, FakeState
 from firmware_io.layouts import PCIE_GEOMETRY, PCIE_PLANE_BYTES, Layout
 from firmware_io.pcie import write_pcie
 from firmware_io.spikelink import LIBRARY_ENV, InitParamsLayout, LinkType, SensorMode, UnknownAbiError
 
 GEOMETRY = Geometry(250, 400)
 PPB = 50  # planes per block
-
-
-@pytest.fixture
-def control(fake_lib):
-    fc = FakeControl(fake_lib)
-    fc.reset()
-    yield fc
-    fc.reset()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from firmware_io.cbuild import CompilerNotFoundError, build_shared, find_c_compiler
 from firmware_io.contract import SourceError
-from firmware_io.fake_spikelink import FakeControl, FakeState, header_path
+from firmware_io.fake_spikelink import FakeState, header_path
 from firmware_io.spikelink import (
     FRAME_CALLBACK,
     STRUCTURES,
@@ -34,14 +34,6 @@ from firmware_io.spikelink import (
 )
 
 PLANE_BYTES = 12_500  # 400x250
-
-
-@pytest.fixture
-def control(fake_lib):
-    fc = FakeControl(fake_lib)
-    fc.reset()
-    yield fc
-    fc.reset()
 
 
 @pytest.fixture
