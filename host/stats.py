@@ -8,10 +8,17 @@ stream and a recording are measured the same way.
 
 Warm-up: frames received within ``warmup_s`` of the first frame are excluded (engines,
 caches and socket buffers settle first). Percentiles use numpy's default linear interpolation.
+
+A live measurement of any length uses ``StreamAccumulator`` instead of columns: frames are folded
+in one at a time and memory stays fixed. Counts, min, max, mean and fps are exact; percentiles come
+from a uniform fixed-size sample of each stage (``Reservoir``, Vitter's algorithm R with a seeded
+generator), so they equal the column functions' while the frames fit the sample (65,536 by default)
+and estimate them beyond that.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -120,3 +127,94 @@ def stream_report(columns: Mapping[str, np.ndarray], warmup_s: float = 0.0) -> d
         "fps": fps(recv[keep]),
         "latency_ms": {name: s.as_dict() for name, s in latency_report(columns, warmup_s).items()},
     }
+
+
+DEFAULT_RESERVOIR = 65_536  # latency samples kept per stage (512 KiB each)
+
+
+class Reservoir:
+    """A uniform sample of at most ``capacity`` int64 values of a stream, with its exact count, min, max and sum."""
+
+    def __init__(self, capacity: int = DEFAULT_RESERVOIR, seed: int = 0) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self._values = np.empty(self.capacity, dtype=np.int64)
+        self._rng = random.Random(seed)
+        self.n = 0
+        self.min: int | None = None
+        self.max: int | None = None
+        self._sum = 0
+
+    def add(self, value: int) -> None:
+        value = int(value)
+        if self.n < self.capacity:
+            self._values[self.n] = value
+        else:
+            slot = self._rng.randrange(self.n + 1)
+            if slot < self.capacity:
+                self._values[slot] = value
+        self.n += 1
+        self._sum += value
+        self.min = value if self.min is None else min(self.min, value)
+        self.max = value if self.max is None else max(self.max, value)
+
+    @property
+    def sample(self) -> np.ndarray:
+        """The values kept (all of them while ``n <= capacity``)."""
+        return self._values[: min(self.n, self.capacity)]
+
+    def summary(self) -> LatencySummary:
+        """Like ``summarize_ns`` of every value added: exact n/min/mean/max, percentiles of the sample."""
+        if self.n == 0:
+            return LatencySummary(n=0)
+        s = summarize_ns(self.sample)
+        return LatencySummary(n=self.n, min_ms=self.min / 1e6, mean_ms=self._sum / self.n / 1e6, p50_ms=s.p50_ms,
+                              p90_ms=s.p90_ms, p99_ms=s.p99_ms, max_ms=self.max / 1e6)
+
+
+class StreamAccumulator:
+    """``stream_report`` computed frame by frame in fixed memory (one ``Reservoir`` per stage).
+
+    ``add`` takes one frame's timestamps (a mapping with every name in ``TIMESTAMP_FIELDS``, e.g. a
+    ``host.record.frame_row``); ``report`` returns the same keys as ``stream_report``.
+    """
+
+    def __init__(self, warmup_s: float = 0.0, *, capacity: int = DEFAULT_RESERVOIR, seed: int = 0) -> None:
+        if warmup_s < 0:
+            raise ValueError(f"warmup_s must be >= 0, got {warmup_s}")
+        self.warmup_s = float(warmup_s)
+        self._warmup_ns = int(round(warmup_s * 1e9))
+        self.frames = 0
+        self.frames_measured = 0
+        self._first_recv: int | None = None
+        self._recv_min: int | None = None
+        self._recv_max: int | None = None
+        self.stages = {stage.name: Reservoir(capacity, seed + i) for i, stage in enumerate(STAGES)}
+
+    def add(self, timestamps: Mapping[str, int]) -> None:
+        recv = int(timestamps[RECV_FIELD])
+        self.frames += 1
+        if self._first_recv is None:
+            self._first_recv = recv
+        if recv - self._first_recv < self._warmup_ns:
+            return
+        self.frames_measured += 1
+        self._recv_min = recv if self._recv_min is None else min(self._recv_min, recv)
+        self._recv_max = recv if self._recv_max is None else max(self._recv_max, recv)
+        for stage in STAGES:
+            self.stages[stage.name].add(int(timestamps[stage.stop]) - int(timestamps[stage.start]))
+
+    def fps(self) -> float | None:
+        if self.frames_measured < 2 or self._recv_max <= self._recv_min:
+            return None
+        return (self.frames_measured - 1) * 1e9 / (self._recv_max - self._recv_min)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames,
+            "frames_measured": self.frames_measured,
+            "warmup_s": self.warmup_s,
+            "fps": self.fps(),
+            "latency_ms": {name: r.summary().as_dict() for name, r in self.stages.items()},
+        }

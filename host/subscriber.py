@@ -18,8 +18,18 @@ It follows ``edge.protocol.wire`` (the one contract) and adds what a client need
   an end-of-stream stops the drain and is returned right after the frame.
 - **Timeouts.** ``next(timeout_s)`` returns ``None``; ``recv(timeout_s)`` and iteration raise
   ``SubscriberTimeout``. Nothing blocks without a bound.
-- **Garbage.** Anything ``edge.protocol.wire.decode`` rejects (and headers whose numbers are not
-  integers) is counted in ``stats.malformed`` and skipped; the reason is kept in ``stats.last_error``.
+- **Garbage.** Anything ``edge.protocol.wire.decode`` rejects (numbers that are not integers or out of
+  range, absurd geometries, ...) and a frame whose shape or dtype differs from the one its stream
+  declared with its first frame are counted in ``stats.malformed`` and skipped; the reason is kept in
+  ``stats.last_error``. Nothing a publisher sends makes the subscriber raise.
+- **Message size.** The socket refuses (libzmq ``ZMQ_MAXMSGSIZE``) any message part larger than
+  ``max_message_bytes``: ``DEFAULT_MAX_MESSAGE_BYTES`` until a stream has declared its geometry,
+  then that geometry's frame size plus ``HEADER_ALLOWANCE_BYTES`` (or the explicit
+  ``max_message_bytes`` given to the constructor, fixed). libzmq refuses such a message by dropping
+  the connection, for good; a socket monitor notices (``stats.disconnects``) and a new socket
+  connects at once, after what the old one had queued. What the publisher had queued for the dropped
+  connection is lost and shows as a ``seq`` gap. The receive queue is bounded in bytes too: RCVHWM
+  is lowered so that RCVHWM x max message size stays within ``max_queue_bytes``.
 - **Reconnect.** Heartbeats arrive at least once a second, so silence for
   ``heartbeat_timeout_s`` means a dead or restarted peer: the socket is closed (LINGER 0) and
   recreated, ``stats.reconnects`` counts it. Heartbeats are always subscribed for this, even
@@ -33,11 +43,21 @@ reader makes room; a drain is capped at 50 ms so a publisher faster than the rea
 The reconnect decision is taken only after a poll came back empty, so queued messages are never
 thrown away with the old socket.
 The sequence logic is a small pure class (``SeqTracker``) so it can be property-tested alone.
+
+libzmq applies ``ZMQ_MAXMSGSIZE`` and RCVHWM to a connection when it is made, so a new limit needs a
+new socket. It is swapped make-before-break: the new socket connects and queues what it receives
+(from its first frame on) while the old one keeps delivering. Both see the publisher's messages in
+the same order, so as soon as the newest message the old one delivered shows up in the new one's
+queue, the old socket is closed and the new one's queue continues right after that message: nothing
+is lost or repeated, and a lossless replay stays lossless. If that does not happen within 2 s (a
+publisher that dropped messages for one of them), the switch is made anyway and frames the old
+socket already delivered are recognised by ``seq`` and dropped.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -67,6 +87,11 @@ _KIND_OF_TOPIC: dict[bytes, Kind] = {TOPIC_FRAME: "frame", TOPIC_HEARTBEAT: "hea
 
 DEFAULT_RCVHWM = 1000  # libzmq's default: keeps about 1000 frames before the publisher drops
 LATEST_RCVHWM = 2
+DEFAULT_MAX_MESSAGE_BYTES = 32 * 2**20  # largest message part before a stream declared its geometry
+HEADER_ALLOWANCE_BYTES = 64 * 2**10  # added to a declared frame size: headers, heartbeats with their stats
+DEFAULT_MAX_QUEUE_BYTES = 64 * 2**20  # RCVHWM x max message size stays within this
+_SWAP_TIMEOUT_S = 2.0  # longest make-before-break overlap of two sockets
+_SWAP_BACKLOG = 4096  # most messages the new socket queues during the overlap
 _MAX_POLL_MS = 250  # upper bound of one poll, so reconnect checks and Ctrl-C stay responsive
 _MAX_DRAIN_S = 0.05  # latest-only: longest time spent draining before returning the newest frame
 
@@ -121,8 +146,9 @@ class SubscriberStats:
     gaps: int = 0  # seq jumps seen
     lost_frames: int = 0  # frames missing in those jumps
     skipped_latest: int = 0  # frames thrown away by latest-only draining
-    malformed: int = 0
+    malformed: int = 0  # messages skipped as not following the wire contract (reason: last_error)
     reconnects: int = 0
+    disconnects: int = 0  # connections libzmq dropped (a message over the size limit, a peer gone); reopened at once
     stream_restarts: int = 0  # new streams after the first one
     discontinuities: int = 0  # frames flagged by the daemon
     ring_overrun_planes: int = 0  # daemon, cumulative for the current stream
@@ -159,6 +185,41 @@ class SeqTracker:
         return lost
 
 
+def message_limit_bytes(shape: tuple[int, int], dtype: str) -> int:
+    """The ``ZMQ_MAXMSGSIZE`` for a stream of ``dtype`` frames of ``shape``: one frame plus the header allowance."""
+    return int(shape[0]) * int(shape[1]) * np.dtype(dtype).itemsize + HEADER_ALLOWANCE_BYTES
+
+
+def _identity(parts: list[bytes]) -> tuple[bytes, bytes]:
+    """What tells one message from another across two sockets: its topic and header bytes."""
+    return bytes(parts[0]) if parts else b"", bytes(parts[1]) if len(parts) > 1 else b""
+
+
+def _peek_frame(parts: list[bytes]) -> tuple[str, int] | None:
+    """``(stream_id, seq)`` of a well-formed frame message, else None (used only to order a socket swap)."""
+    if len(parts) != 3 or bytes(parts[0]) != TOPIC_FRAME:
+        return None
+    try:
+        msg = decode(parts)
+    except WireError:
+        return None
+    return msg[0].stream_id, msg[0].seq
+
+
+@dataclass
+class _Swap:
+    """A socket with new limits, connected while the old one still delivers (make-before-break)."""
+
+    sock: zmq.Socket
+    max_message_bytes: int
+    stream_id: str | None  # the stream whose geometry gave the limit (None: the default limit)
+    started: float
+    first: tuple[str, int] | None = None  # (stream_id, seq) of the new socket's first frame
+    backlog: collections.deque = dataclasses.field(default_factory=collections.deque)  # (recv_t_ns, parts)
+    position: dict = dataclasses.field(default_factory=dict)  # (topic, header bytes) -> first index in backlog
+    old_last: tuple[bytes, bytes] | None = None  # (topic, header bytes) of the old socket's newest message
+
+
 def _normalise_topics(topics: Iterable[bytes | str]) -> tuple[bytes, ...]:
     out = []
     for topic in topics:
@@ -176,7 +237,9 @@ class Subscriber:
 
     ``topics``: which kinds are returned (bytes from ``edge.protocol.wire`` or their names).
     ``timeout_s``: default bound for ``next``/``recv``/iteration (None: wait forever, still
-    reconnecting). ``rcvhwm``: receive high-water mark (default 1000, or 2 with ``latest_only``).
+    reconnecting). ``rcvhwm``: receive high-water mark (default 1000, or 2 with ``latest_only``; lowered
+    to keep ``max_queue_bytes``). ``max_message_bytes``: a fixed limit on any message part (default:
+    ``DEFAULT_MAX_MESSAGE_BYTES``, then derived from the stream's declared geometry).
     """
 
     def __init__(
@@ -189,6 +252,8 @@ class Subscriber:
         timeout_s: float | None = None,
         heartbeat_timeout_s: float = 3.0,
         reconnect: bool = True,
+        max_message_bytes: int | None = None,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         context: zmq.Context | None = None,
     ) -> None:
         if not isinstance(url, str) or "://" not in url:
@@ -204,6 +269,19 @@ class Subscriber:
         self.rcvhwm = int(rcvhwm if rcvhwm is not None else (LATEST_RCVHWM if latest_only else DEFAULT_RCVHWM))
         if self.rcvhwm < 1:
             raise ValueError(f"rcvhwm must be >= 1, got {rcvhwm}")
+        if max_message_bytes is not None and (isinstance(max_message_bytes, bool) or int(max_message_bytes) < 1024):
+            raise ValueError(f"max_message_bytes must be an integer >= 1024, got {max_message_bytes!r}")
+        if isinstance(max_queue_bytes, bool) or int(max_queue_bytes) < 1:
+            raise ValueError(f"max_queue_bytes must be a positive integer, got {max_queue_bytes!r}")
+        self._fixed_limit = None if max_message_bytes is None else int(max_message_bytes)
+        self.max_queue_bytes = int(max_queue_bytes)
+        self.max_message_bytes = self._fixed_limit or DEFAULT_MAX_MESSAGE_BYTES  # the limit of the socket in use
+        self._limit_stream: str | None = None  # the stream whose declared geometry gave that limit
+        self._declared: tuple[str, tuple[int, int], str] | None = None  # (stream_id, shape, dtype) of the newest stream
+        self._swap: _Swap | None = None
+        self._backlog: collections.deque[tuple[int, list[bytes]]] = collections.deque()  # from a finished swap
+        self._dedupe = False  # after a socket change without a common message: drop frames/heartbeats seen already
+        self._monitors: dict[zmq.Socket, zmq.Socket] = {}  # each SUB socket's EVENT_DISCONNECTED monitor
         self.timeout_s = timeout_s
         self.heartbeat_timeout_s = float(heartbeat_timeout_s)
         self.reconnect = reconnect
@@ -222,29 +300,131 @@ class Subscriber:
 
     # -- socket lifecycle -------------------------------------------------
 
-    def _open_socket(self) -> None:
+    def rcvhwm_for(self, max_message_bytes: int) -> int:
+        """The RCVHWM used with a message limit: ``rcvhwm``, lowered so the queue fits ``max_queue_bytes``."""
+        return max(1, min(self.rcvhwm, self.max_queue_bytes // max_message_bytes))
+
+    def _new_socket(self, max_message_bytes: int) -> zmq.Socket:
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
+        sock.setsockopt(zmq.RCVHWM, self.rcvhwm_for(max_message_bytes))
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         for topic in dict.fromkeys((*self.topics, TOPIC_HEARTBEAT)):  # heartbeats always: liveness
             sock.setsockopt(zmq.SUBSCRIBE, topic)
+        self._monitors[sock] = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sock.connect(self.url)
-        self._sock = sock
+        return sock
+
+    def _close_socket(self, sock: zmq.Socket) -> None:
+        monitor = self._monitors.pop(sock, None)
+        if monitor is not None:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+        sock.close(linger=0)
+
+    def _disconnected(self, sock: zmq.Socket) -> bool:
+        """Whether libzmq dropped ``sock``'s connection since the last call. After a protocol error (a message
+        over ZMQ_MAXMSGSIZE) libzmq does not reconnect by itself."""
+        monitor = self._monitors.get(sock)
+        dropped = False
+        while monitor is not None and monitor.poll(0, zmq.POLLIN):
+            monitor.recv_multipart(zmq.NOBLOCK)  # EVENT_DISCONNECTED is the only event asked for
+            dropped = True
+        return dropped
+
+    def _replace_dropped_socket(self) -> None:
+        """The current socket lost its connection: keep what it had queued, then carry on with a new one
+        (the pending swap's socket if there is one, else a new socket with the same limit)."""
+        self.stats.disconnects += 1
+        log.info("%s dropped the connection (a message over %d bytes?): reconnecting", self.url, self.max_message_bytes)
+        while self._sock.poll(0, zmq.POLLIN):
+            self._backlog.append((time.monotonic_ns(), self._sock.recv_multipart(zmq.NOBLOCK)))
+        self._close_socket(self._sock)
+        sw, self._swap = self._swap, None
+        if sw is not None:
+            self._sock = sw.sock
+            self.max_message_bytes, self._limit_stream = sw.max_message_bytes, sw.stream_id
+            self._backlog.extend(sw.backlog)
+        else:
+            self._sock = self._new_socket(self.max_message_bytes)
+        self._dedupe = True
+
+    def _open_socket(self) -> None:
+        self.max_message_bytes = self._fixed_limit or DEFAULT_MAX_MESSAGE_BYTES
+        self._limit_stream = None
+        self._sock = self._new_socket(self.max_message_bytes)
         self._last_rx = time.monotonic()
 
     def _reconnect(self) -> None:
         log.info("no message from %s for %.1f s: reconnecting", self.url, self.heartbeat_timeout_s)
-        if self._sock is not None:
-            self._sock.close(linger=0)
+        self._close_sockets()
         self.stats.reconnects += 1
         self._open_socket()
+
+    def _close_sockets(self) -> None:
+        if self._swap is not None:
+            self._close_socket(self._swap.sock)
+            self._swap = None
+        self._backlog.clear()
+        self._dedupe = False
+        if self._sock is not None:
+            self._close_socket(self._sock)
+            self._sock = None
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self._sock is not None:
-                self._sock.close(linger=0)
-                self._sock = None
+            self._close_sockets()
+
+    # -- message limits (make-before-break socket swap) ---------------------
+
+    def _want_limit(self, max_message_bytes: int, stream_id: str | None) -> None:
+        """Move to a socket with this limit (no-op when fixed, already in force or being swapped to)."""
+        if self._fixed_limit is not None or self._swap is not None:
+            return
+        if max_message_bytes == self.max_message_bytes:
+            self._limit_stream = stream_id
+            return
+        log.debug("message limit for %s: %d -> %d bytes", self.url, self.max_message_bytes, max_message_bytes)
+        self._swap = _Swap(self._new_socket(max_message_bytes), max_message_bytes, stream_id, time.monotonic())
+
+    def _advance_swap(self) -> None:
+        sw = self._swap
+        while len(sw.backlog) < _SWAP_BACKLOG and sw.sock.poll(0, zmq.POLLIN):
+            parts = sw.sock.recv_multipart(zmq.NOBLOCK)
+            recv_t_ns = time.monotonic_ns()
+            if sw.first is None:
+                sw.first = _peek_frame(parts)
+                if sw.first is None:
+                    continue  # before its first frame the old socket delivers everything the new one has
+            sw.position.setdefault(_identity(parts), len(sw.backlog))
+            sw.backlog.append((recv_t_ns, parts))
+        late = time.monotonic() - sw.started > _SWAP_TIMEOUT_S
+        if sw.first is None:
+            if late:  # no frame came through the new socket: keep the old one
+                self._close_socket(sw.sock)
+                self._swap = None
+            return
+        seen = sw.position.get(sw.old_last) if sw.old_last is not None else None
+        if seen is None and not late and len(sw.backlog) < _SWAP_BACKLOG:
+            return
+        self._close_socket(self._sock)
+        self._sock = sw.sock
+        self.max_message_bytes, self._limit_stream = sw.max_message_bytes, sw.stream_id
+        self._swap = None
+        if seen is not None:  # continue right after the old socket's newest message
+            for _ in range(seen + 1):
+                sw.backlog.popleft()
+        else:  # no common message: recognise what was delivered already by seq / heartbeat time
+            self._dedupe = True
+        self._backlog.extend(sw.backlog)
+
+    def _readable(self, timeout_ms: int) -> bool:
+        if self._disconnected(self._sock):
+            self._replace_dropped_socket()
+        if self._swap is not None and not self._backlog:  # switch only once the old socket's queue is read
+            self._advance_swap()
+        return bool(self._backlog) or bool(self._sock.poll(timeout_ms, zmq.POLLIN))
 
     @property
     def closed(self) -> bool:
@@ -284,7 +464,8 @@ class Subscriber:
 
     def _status(self) -> str:
         s = self.stats
-        return f"heartbeats {s.heartbeats}, frames {s.frames}, malformed {s.malformed}, reconnects {s.reconnects}"
+        return (f"heartbeats {s.heartbeats}, frames {s.frames}, malformed {s.malformed}, "
+                f"disconnects {s.disconnects}, reconnects {s.reconnects}")
 
     def _receive(self, deadline: float | None) -> Received | None:
         while True:
@@ -292,12 +473,14 @@ class Subscriber:
                 return self._pending.popleft()
             now = time.monotonic()
             wait_s = _MAX_POLL_MS / 1000
+            if self._swap is not None:
+                wait_s = 0.01  # keep the new socket's queue moving
             if deadline is not None:
                 wait_s = min(wait_s, deadline - now)
             if self.reconnect:
                 wait_s = min(wait_s, self.heartbeat_timeout_s - (now - self._last_rx))
             # Poll before deciding anything: what is already queued is never thrown away.
-            if self._sock.poll(max(0, int(wait_s * 1000 + 0.999)), zmq.POLLIN):
+            if self._readable(max(0, int(wait_s * 1000 + 0.999))):
                 item = self._read_one()
                 if item is None:
                     continue
@@ -314,17 +497,29 @@ class Subscriber:
 
     def _read_one(self) -> Received | None:
         """Read one available message; return an item of a returned kind, or None (absorbed/malformed)."""
-        parts = self._sock.recv_multipart(zmq.NOBLOCK)
-        recv_t_ns = time.monotonic_ns()
+        if self._backlog:  # queued by a socket that was replaced
+            recv_t_ns, parts = self._backlog.popleft()
+        else:
+            parts = self._sock.recv_multipart(zmq.NOBLOCK)
+            recv_t_ns = time.monotonic_ns()
+        if self._swap is not None:
+            self._swap.old_last = _identity(parts)
         self._last_rx = self.last_message_t = time.monotonic()
         try:
             msg = decode(parts)
+            if not isinstance(msg, (Heartbeat, EndOfStream)):
+                self._check_geometry(msg[0])
         except WireError as exc:  # never crash on garbage: decode checks every field
             self.stats.malformed += 1
             self.stats.last_error = str(exc)
             log.debug("skipping malformed message from %s: %s", self.url, exc)
             return None
+        if isinstance(msg, (Heartbeat, EndOfStream)) and self._limit_stream not in (None, msg.stream_id):
+            self._want_limit(DEFAULT_MAX_MESSAGE_BYTES, None)  # a new stream: its geometry is not known yet
         if isinstance(msg, Heartbeat):
+            last = self.last_heartbeat
+            if self._dedupe and last is not None and last.stream_id == msg.stream_id and msg.t_ns <= last.t_ns:
+                return None  # right after a swap: the old socket delivered it already
             self.stats.heartbeats += 1
             self.last_heartbeat = msg
             return Received("heartbeat", recv_t_ns, heartbeat=msg) if "heartbeat" in self._kinds else None
@@ -341,7 +536,12 @@ class Subscriber:
                 self.stats.lost_frames += lost
             return Received("eos", recv_t_ns, eos=msg) if "eos" in self._kinds else None
         header, image = msg
-        lost, new_stream = self._tracker.observe(header.stream_id, header.seq)
+        tracker = self._tracker
+        if self._dedupe:
+            if tracker.stream_id == header.stream_id and tracker.last_seq is not None and header.seq <= tracker.last_seq:
+                return None  # right after a socket change: delivered already
+            self._dedupe = False
+        lost, new_stream = tracker.observe(header.stream_id, header.seq)
         s = self.stats
         s.frames += 1
         if new_stream and s.frames > 1:
@@ -353,9 +553,20 @@ class Subscriber:
             s.discontinuities += 1
         s.ring_overrun_planes = header.ring_overrun_planes
         s.worker_skipped_windows = header.worker_skipped_windows
+        if self._limit_stream != header.stream_id:
+            self._want_limit(message_limit_bytes(header.shape, header.dtype), header.stream_id)
         if "frame" not in self._kinds:
             return None
         return Received("frame", recv_t_ns, header=header, image=image, gap_frames=lost, new_stream=new_stream)
+
+    def _check_geometry(self, header: FrameHeader) -> None:
+        """A stream keeps the shape and dtype of its first frame; a new ``stream_id`` declares its own."""
+        declared = self._declared
+        if declared is None or declared[0] != header.stream_id:
+            self._declared = (header.stream_id, header.shape, header.dtype)
+        elif (header.shape, header.dtype) != declared[1:]:
+            raise WireError(f"frame seq {header.seq} is {header.dtype} {header.shape} but stream "
+                            f"{header.stream_id!r} declared {declared[2]} {declared[1]}")
 
     def _drain(self, newest: Received) -> Received:
         """Read everything already queued and return the newest frame (latest-only mode)."""
@@ -367,7 +578,7 @@ class Subscriber:
         while time.monotonic() < give_up:
             # After a backlog, wait 1 ms before calling the queue empty: libzmq refills the
             # receive pipe from the TCP buffer asynchronously once the reader has made room.
-            if not self._sock.poll(1 if read_any else 0, zmq.POLLIN):
+            if not self._readable(1 if read_any else 0):
                 break
             read_any = True
             item = self._read_one()

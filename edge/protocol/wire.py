@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,9 +156,57 @@ def _build(cls, header: dict[str, Any]):
         allowed = _SCALAR_TYPES.get(fields[name].type) or ((dict,) if fields[name].type.startswith("dict") else None)
         if allowed and (not isinstance(value, allowed) or (bool not in allowed and isinstance(value, bool))):
             raise WireError(f"{cls.__name__} field {name} must be {fields[name].type}, got {value!r}")
-    if values.get("seq", 0) < 0:
-        raise WireError(f"{cls.__name__} seq must be >= 0, got {values['seq']}")
+    _check_ranges(cls.__name__, values)
     return cls(**values)
+
+
+# Decode-side limits: what a sane daemon can send. Every integer must fit the int64 columns of the host
+# tools; the fields below also have a lower bound (indices, times and counters are never negative).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT_LOWER_BOUNDS = {
+    "seq": 0, "key_plane": 0, "plane_start": 0, "plane_stop": 0, "capture_t_ns": 0, "dequeue_t_ns": 0,
+    "infer_start_t_ns": 0, "infer_end_t_ns": 0, "publish_t_ns": 0, "ring_overrun_planes": 0,
+    "worker_skipped_windows": 0, "t_ns": 0, "last_seq": -1, "frames": 0,
+}
+MAX_TEXT_CHARS = 1024  # stream_id, method, backend, weights_id, reason
+MAX_FRAME_SIDE = 32_768  # pixels, either side of a frame
+MAX_FRAME_PIXELS = 2**26  # 64 Mpx: 256 MiB of float32, far beyond any spike camera
+
+
+def _check_ranges(what: str, values: dict[str, Any]) -> None:
+    """Reject integers outside int64 (or below their field's bound), non-finite or non-positive rates,
+    over-long strings and windows that do not contain their key."""
+    for name, value in values.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            low = INT_LOWER_BOUNDS.get(name, INT64_MIN)
+            if value < low:
+                raise WireError(f"{what} field {name} must be >= {low}, got {value}")
+            if value > INT64_MAX:
+                raise WireError(f"{what} field {name} must be <= {INT64_MAX} (int64), got {value}")
+        elif isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+            raise WireError(f"{what} field {name} is {len(value)} characters long; at most {MAX_TEXT_CHARS}")
+    rate = values.get("rate_hz")
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        raise WireError(f"{what} field rate_hz must be a finite rate > 0, got {rate!r}")
+    if {"key_plane", "plane_start", "plane_stop"} <= values.keys():
+        start, key, stop = values["plane_start"], values["key_plane"], values["plane_stop"]
+        if not start <= key < stop:
+            raise WireError(f"{what} window [plane_start, plane_stop) = [{start}, {stop}) must contain "
+                            f"key_plane {key}")
+
+
+def _check_keys(value: Any, what: str) -> None:
+    """Every map key, at any depth, must be a msgpack str (so JSON output and sorting never fail)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise WireError(f"{what} has a map key that is not a string: {key!r:.64}")
+                stack.append(inner)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
 
 
 def unpack_map(raw: bytes, what: str) -> dict[str, Any]:
@@ -168,6 +217,7 @@ def unpack_map(raw: bytes, what: str) -> dict[str, Any]:
         raise WireError(f"{what} is not valid msgpack: {exc}") from exc
     if not isinstance(value, dict):
         raise WireError(f"{what} must be a map, got {type(value).__name__}")
+    _check_keys(value, what)
     return value
 
 
@@ -187,8 +237,12 @@ def decode(parts: list[bytes]) -> Message:
         return _build(EndOfStream, header)
     header = dict(header)
     shape = header.get("shape")
-    if not (isinstance(shape, (list, tuple)) and len(shape) == 2 and all(isinstance(s, int) and s > 0 for s in shape)):
-        raise WireError(f"frame shape must be two positive integers, got {shape!r}")
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+        raise WireError(f"frame shape must be two positive integers, got {shape!r:.80}")
+    if max(shape) > MAX_FRAME_SIDE or shape[0] * shape[1] > MAX_FRAME_PIXELS:
+        raise WireError(f"frame shape {shape} is beyond the limits ({MAX_FRAME_SIDE} per side, "
+                        f"{MAX_FRAME_PIXELS} pixels)")
     header["shape"] = tuple(shape)
     if header.get("dtype") not in PAYLOAD_DTYPES:
         raise WireError(f"frame dtype must be one of {PAYLOAD_DTYPES}, got {header.get('dtype')!r}")

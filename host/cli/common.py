@@ -1,9 +1,11 @@
-"""Helpers shared by the ``spike-host`` commands: JSON output, opening a subscriber (SIGTERM handling is
-``firmware_io.atomic.sigterm_as_exception``, shared with ``spike-edge``)."""
+"""Helpers shared by the ``spike-host`` commands: JSON output, opening a subscriber with its message limit,
+and SIGINT/SIGTERM as a stop request (``catch_stop_signals``) so that no signal, in any order, can cut a
+recording's final write or a report short."""
 
 from __future__ import annotations
 
 import json
+import signal
 from typing import Any
 
 import click
@@ -11,7 +13,54 @@ import numpy as np
 import zmq
 
 from edge.protocol.endpoints import DEFAULT_PUB_URL as DEFAULT_STREAM_URL
-from host.subscriber import Subscriber
+from host.subscriber import DEFAULT_MAX_MESSAGE_BYTES, HEADER_ALLOWANCE_BYTES, Subscriber
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """What ``stop_signals`` noted: the first signal's name and how many arrived."""
+
+    def __init__(self) -> None:
+        self.first: str | None = None
+        self.count = 0
+
+    @property
+    def requested(self) -> bool:
+        return self.count > 0
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = signal.Signals(signum).name
+
+
+def catch_stop_signals() -> StopRequest:
+    """From now on, for the rest of the process, SIGINT and SIGTERM only set a flag (``StopRequest.requested``):
+    the command stops at its next check and finishes its output; more signals meanwhile, or while it
+    exits, change nothing. Outside the main thread (click's test runner) Python cannot install
+    handlers and the flag is never set."""
+    stop = StopRequest()
+    try:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, stop._note)
+    except ValueError:  # not the main thread
+        pass
+    return stop
+
+
+def max_message_option(command):
+    """``--max-message-mb``: a fixed limit on a message part instead of the one derived from the stream."""
+    return click.option(
+        "--max-message-mb", type=click.FloatRange(min=0.01), default=None,
+        help=f"Refuse any message part larger than this many MiB (default: {DEFAULT_MAX_MESSAGE_BYTES >> 20} "
+             f"until the stream's first frame declares its geometry, then one frame plus "
+             f"{HEADER_ALLOWANCE_BYTES >> 10} KiB). A refused message shows as a gap.",
+    )(command)
+
+
+def max_message_bytes(max_message_mb: float | None) -> int | None:
+    return None if max_message_mb is None else int(max_message_mb * 2**20)
 
 
 def json_default(value: Any) -> Any:
@@ -42,6 +91,7 @@ def subscriber_counters(sub: Subscriber) -> dict[str, Any]:
         "lost_frames": s.lost_frames,
         "skipped_latest": s.skipped_latest,
         "malformed": s.malformed,
+        "disconnects": s.disconnects,
         "reconnects": s.reconnects,
         "stream_restarts": s.stream_restarts,
     }

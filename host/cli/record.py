@@ -1,4 +1,9 @@
-"""``spike-host record URL --out OUT``: a stream to ``.npz``, a folder or a video."""
+"""``spike-host record URL --out OUT``: a stream to ``.npz``, a folder or a video.
+
+SIGINT and SIGTERM, one or many, in any order, stop the recording at the next frame boundary and let
+the recorder finish: an ``.npz`` is always written complete (its final write is never cut by a
+second signal), a folder is readable at any moment, a video is closed properly.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,17 @@ from pathlib import Path
 import click
 
 from firmware_io.exits import ExitCode, fail
-from firmware_io.atomic import Terminated, sigterm_as_exception
-from host.cli.common import subscriber_counters, dumps, open_subscriber
+from host.cli.common import (
+    catch_stop_signals,
+    dumps,
+    max_message_bytes,
+    max_message_option,
+    open_subscriber,
+    subscriber_counters,
+)
 from host.record import RecordingError, open_recorder
+
+_MAX_WAIT_S = 0.1  # longest wait for a message: how soon a stop signal is acted on
 
 
 @click.command()
@@ -23,10 +36,20 @@ from host.record import RecordingError, open_recorder
               help="Fail if no frame arrives within this; stop if the stream goes silent (no heartbeat) this long.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
               help="Frame rate of a video output.")
-def record(url: str, out: Path, n_frames: int | None, seconds: float | None, timeout_s: float, fps: float) -> None:
-    """Record frames from URL until end-of-stream (default), --frames N or --seconds S; print a JSON summary."""
+@max_message_option
+def record(url: str, out: Path, n_frames: int | None, seconds: float | None, timeout_s: float, fps: float,
+           max_message_mb: float | None) -> None:
+    """Record frames from URL until end-of-stream (default), --frames N or --seconds S; print a JSON summary.
+
+    SIGINT/SIGTERM (any number, any order) stop it cleanly: the recording is completed and readable.
+    """
     if n_frames is not None and seconds is not None:
         raise click.UsageError("give at most one of --frames and --seconds")
+    stop = catch_stop_signals()
+    _record(url, out, n_frames, seconds, timeout_s, fps, max_message_bytes(max_message_mb), stop)
+
+
+def _record(url, out, n_frames, seconds, timeout_s, fps, max_bytes, stop) -> None:
     recorder = None
     first_seq = last_seq = None
     eos = None
@@ -34,9 +57,12 @@ def record(url: str, out: Path, n_frames: int | None, seconds: float | None, tim
     error: str | None = None
     start = time.monotonic()
     first_frame_t: float | None = None
-    with open_subscriber(url, topics=("frame", "eos")) as sub, sigterm_as_exception():
+    with open_subscriber(url, topics=("frame", "eos"), max_message_bytes=max_bytes) as sub:
         try:
             while stop_reason is None:
+                if stop.requested:
+                    stop_reason = "interrupt"
+                    break
                 now = time.monotonic()
                 if first_frame_t is None and now - start >= timeout_s:
                     stop_reason = "timeout"
@@ -44,7 +70,7 @@ def record(url: str, out: Path, n_frames: int | None, seconds: float | None, tim
                 if first_frame_t is not None and now - (sub.last_message_t or now) >= timeout_s:
                     stop_reason = "timeout"
                     break
-                wait = 0.25
+                wait = _MAX_WAIT_S
                 if seconds is not None and first_frame_t is not None:
                     left = seconds - (now - first_frame_t)
                     if left <= 0:
@@ -67,13 +93,17 @@ def record(url: str, out: Path, n_frames: int | None, seconds: float | None, tim
                 last_seq = item.header.seq
                 if n_frames is not None and recorder.n_frames >= n_frames:
                     stop_reason = "frames"
-        except (KeyboardInterrupt, Terminated):
+        except KeyboardInterrupt:  # only where stop_signals could not install its handler
             stop_reason = "interrupt"
         except (RecordingError, OSError) as exc:
             stop_reason, error = "error", str(exc)
         finally:
+            sub.close()  # nothing more is read: do not let its queue fill during the final write
             if recorder is not None:
-                recorder.close()
+                try:
+                    recorder.close()
+                except (RecordingError, OSError) as exc:
+                    stop_reason, error = "error", f"the final write of {out} failed: {exc}"
         counters = subscriber_counters(sub)
         summary = {
             "out": str(out),
@@ -87,6 +117,7 @@ def record(url: str, out: Path, n_frames: int | None, seconds: float | None, tim
             "eos_frames": eos.frames if eos is not None else None,
             "eos_reason": eos.reason if eos is not None else None,
             "stop_reason": stop_reason,
+            "signals": stop.count,
             "duration_s": round(time.monotonic() - start, 3),
         }
         heartbeats = sub.stats.heartbeats

@@ -1,4 +1,9 @@
-"""``spike-host stats URL``: frames/s, per-stage latency percentiles and drops of a stream."""
+"""``spike-host stats URL``: frames/s, per-stage latency percentiles and drops of a stream.
+
+Memory stays fixed however long it measures (``host.stats.StreamAccumulator``: exact counts, rates and
+extremes, latency percentiles from a fixed-size sample); SIGINT/SIGTERM end the measurement and the
+report is still printed.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +14,46 @@ import click
 
 from firmware_io.exits import ExitCode, fail
 from host import stats as stream_stats
-from host.cli.common import subscriber_counters, dumps, open_subscriber
-from host.record import columns_from_rows, frame_row
+from host.cli.common import (
+    catch_stop_signals,
+    dumps,
+    max_message_bytes,
+    max_message_option,
+    open_subscriber,
+    subscriber_counters,
+)
 from host.subscriber import Subscriber
 
+_DAEMON_CUMULATIVE = ("ring_overrun_planes", "worker_skipped_windows")
 
-def _daemon_counters(rows: list[dict[str, Any]], sub: Subscriber) -> dict[str, Any]:
+
+class _DaemonDrops:
+    """The daemon's cumulative drop counters at the first and the newest frame (and whether one stream ran)."""
+
+    def __init__(self) -> None:
+        self.stream_id: str | None = None
+        self.one_stream = True
+        self.first: dict[str, int] = {}
+        self.last: dict[str, int] = {}
+
+    def add(self, header) -> None:
+        values = {name: getattr(header, name) for name in _DAEMON_CUMULATIVE}
+        if self.stream_id is None:
+            self.stream_id, self.first = header.stream_id, values
+        elif header.stream_id != self.stream_id:
+            self.one_stream = False
+        self.last = values
+
+
+def _daemon_counters(drops: _DaemonDrops, sub: Subscriber) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ring_overrun_planes": sub.stats.ring_overrun_planes,
         "worker_skipped_windows": sub.stats.worker_skipped_windows,
         "discontinuities": sub.stats.discontinuities,
     }
-    if rows and all(r["stream_id"] == rows[0]["stream_id"] for r in rows):
-        for name in ("ring_overrun_planes", "worker_skipped_windows"):
-            out[f"{name}_during"] = int(rows[-1][name]) - int(rows[0][name])
+    if drops.stream_id is not None and drops.one_stream:
+        for name in _DAEMON_CUMULATIVE:
+            out[f"{name}_during"] = drops.last[name] - drops.first[name]
     out["heartbeat_stats"] = sub.last_heartbeat.stats if sub.last_heartbeat is not None else None
     return out
 
@@ -65,36 +96,49 @@ def _print_stats_table(report: dict[str, Any]) -> None:
 @click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Fail if nothing at all (not even a heartbeat) arrives within this.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def stats(url: str, seconds: float, warmup_s: float, timeout_s: float, as_json: bool) -> None:
-    """Measure fps, per-stage latency (p50/p90/p99/max), drops and gaps of the stream at URL."""
-    rows: list[dict[str, Any]] = []
+@max_message_option
+def stats(url: str, seconds: float, warmup_s: float, timeout_s: float, as_json: bool,
+          max_message_mb: float | None) -> None:
+    """Measure fps, per-stage latency (p50/p90/p99/max), drops and gaps of the stream at URL.
+
+    SIGINT/SIGTERM end the measurement early; the report is printed all the same.
+    """
+    stop = catch_stop_signals()
+    _stats(url, seconds, warmup_s, timeout_s, as_json, max_message_bytes(max_message_mb), stop)
+
+
+def _stats(url, seconds, warmup_s, timeout_s, as_json, max_bytes, stop) -> None:
+    acc = stream_stats.StreamAccumulator(warmup_s)
+    drops = _DaemonDrops()
     eos = False
     start = time.monotonic()
-    with open_subscriber(url, topics=("frame", "eos")) as sub:
+    with open_subscriber(url, topics=("frame", "eos"), max_message_bytes=max_bytes) as sub:
         try:
-            while True:
+            while not stop.requested:
                 now = time.monotonic()
                 if now - start >= seconds:
                     break
                 if sub.last_message_t is None and now - start >= timeout_s:
                     break
-                item = sub.next(min(seconds - (now - start), 0.25))
+                item = sub.next(min(seconds - (now - start), 0.1))
                 if item is None:
                     continue
                 if item.kind == "frame":
-                    rows.append(frame_row(item))
+                    acc.add({**item.header.to_dict(), "recv_t_ns": item.recv_t_ns})
+                    drops.add(item.header)
                 elif item.kind == "eos":
                     eos = True
                     break
         except KeyboardInterrupt:
             pass
+        sub.close()  # nothing more is read: do not let its queue fill while the report is made
         duration_s = time.monotonic() - start
         if sub.last_message_t is None:
             fail(f"nothing arrived from {url} within {min(timeout_s, seconds):g} s (no frames, no heartbeats); "
                  f"is `spike-edge run` publishing there?", ExitCode.NO_STREAM)
         report = {"url": url, "duration_s": duration_s}
-        report.update(stream_stats.stream_report(columns_from_rows(rows), warmup_s))
-        report["daemon"] = _daemon_counters(rows, sub)
+        report.update(acc.report())
+        report["daemon"] = _daemon_counters(drops, sub)
         report["subscriber"] = subscriber_counters(sub)
         report["heartbeats"] = sub.stats.heartbeats
         report["eos"] = eos

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from host import stats as stream_stats
-from host.cli.common import open_subscriber
+from host.cli.common import max_message_bytes, max_message_option, open_subscriber
 from host.record import columns_from_rows, frame_row
 from host.subscriber import Subscriber
 
@@ -46,12 +46,13 @@ def _watch_line(url: str, rows: list[dict[str, Any]], window_s: float, sub: Subs
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True),
               help="Stop after this long (default: until Ctrl-C).")
 @click.option("--interval-s", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="Refresh period.")
-def watch(url: str, seconds: float | None, interval_s: float) -> None:
+@max_message_option
+def watch(url: str, seconds: float | None, interval_s: float, max_message_mb: float | None) -> None:
     """A live line of fps, latency, drops and gaps of the stream at URL, refreshed once a second."""
     tty = sys.stdout.isatty()
     start = time.monotonic()
     eos: str | None = None
-    with open_subscriber(url, topics=("frame", "eos")) as sub:
+    with open_subscriber(url, topics=("frame", "eos"), max_message_bytes=max_message_bytes(max_message_mb)) as sub:
         try:
             window_start = time.monotonic()
             rows: list[dict[str, Any]] = []

@@ -1,7 +1,7 @@
 """Host clients against a real publisher on loopback: subscriber, stats, recorders and the spike-host CLI.
 
-The publisher here is a small XPUB socket speaking ``edge.protocol.wire`` (it waits for the subscription
-to arrive instead of sleeping). Every socket has LINGER 0, every wait a deadline.
+The publisher is ``host_harness.Pub``, a small XPUB socket speaking ``edge.protocol.wire`` (it waits for
+the subscription to arrive instead of sleeping). Every socket has LINGER 0, every wait a deadline.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -23,151 +22,11 @@ from hypothesis import strategies as st
 
 from edge.cli.processes import free_port
 from firmware_io.exits import ExitCode
-from edge.protocol.wire import (
-    TOPIC_EOS,
-    TOPIC_FRAME,
-    TOPIC_HEARTBEAT,
-    EndOfStream,
-    FrameHeader,
-    Heartbeat,
-    encode_eos,
-    encode_frame,
-    encode_heartbeat,
-)
+from edge.protocol.wire import TOPIC_EOS, TOPIC_FRAME, TOPIC_HEARTBEAT
 from host import stats as hstats
 from host.record import FOLDER_INDEX, FolderRecorder, read_folder, read_npz
 from host.subscriber import Received, SeqTracker, Subscriber, SubscriberTimeout
-
-REPO = Path(__file__).resolve().parents[2]
-SHAPE = (16, 24)
-
-
-def image_for(seq: int, shape=SHAPE, dtype="float32") -> np.ndarray:
-    return ((np.arange(shape[0] * shape[1]).reshape(shape) * 0.5 + seq) % 251).astype(dtype)
-
-
-def make_header(seq: int, *, shape=SHAPE, dtype="float32", stream_id="s1", **kw) -> FrameHeader:
-    now = time.monotonic_ns()
-    fields = dict(
-        stream_id=stream_id, seq=seq, key_plane=100 + seq * 10, plane_start=90 + seq * 10, plane_stop=101 + seq * 10,
-        shape=shape, dtype=dtype, method="tfp", backend="numpy", weights_id="", capture_t_ns=now - 4_000_000,
-        dequeue_t_ns=now - 3_000_000, infer_start_t_ns=now - 2_500_000, infer_end_t_ns=now - 500_000,
-        publish_t_ns=now, rate_hz=20000.0,
-    )
-    fields.update(kw)
-    return FrameHeader(**fields)
-
-
-class Pub:
-    """A minimal wire-speaking publisher (XPUB, so it can wait for subscribers)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.XPUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)
-        self.sock.setsockopt(zmq.SNDHWM, 10000)
-        if port is None:
-            port = self.sock.bind_to_random_port("tcp://127.0.0.1")
-        else:
-            self.sock.bind(f"tcp://127.0.0.1:{port}")
-        self.port = port
-        self.url = f"tcp://127.0.0.1:{port}"
-        self.subscribed: set[bytes] = set()
-
-    def wait_subscribed(self, topics=(TOPIC_FRAME,), timeout_s: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not set(topics) <= self.subscribed:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no subscription for {topics} within {timeout_s} s (have {self.subscribed})")
-            if self.sock.poll(int(left * 1000) + 1):
-                msg = self.sock.recv()
-                if msg[:1] == b"\x01":
-                    self.subscribed.add(msg[1:])
-
-    def frame(self, seq: int, **kw) -> np.ndarray:
-        header = make_header(seq, **kw)
-        image = image_for(seq, header.shape, header.dtype)
-        self.sock.send_multipart(encode_frame(header, image))
-        return image
-
-    def heartbeat(self, last_seq: int = -1, stream_id: str = "s1") -> None:
-        self.sock.send_multipart(encode_heartbeat(Heartbeat(stream_id, time.monotonic_ns(), last_seq, {"fps": 1.0})))
-
-    def eos(self, last_seq: int, frames: int, stream_id: str = "s1", repeats: int = 1) -> None:
-        for _ in range(repeats):
-            self.sock.send_multipart(encode_eos(EndOfStream(stream_id, time.monotonic_ns(), last_seq, frames, "end")))
-
-    def raw(self, parts: list[bytes]) -> None:
-        self.sock.send_multipart(parts)
-
-    def close(self) -> None:
-        self.sock.close(linger=0)
-        self.ctx.term()
-
-
-@pytest.fixture
-def pub():
-    p = Pub()
-    yield p
-    p.close()
-
-
-@contextmanager
-def publishing(seqs, *, wait_topics=(TOPIC_FRAME, TOPIC_EOS), period_s=0.002, eos=True, until_stopped=False):
-    """A publisher thread: waits for a subscriber, sends frames (and heartbeats), then end-of-stream x3."""
-    pub = Pub()
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            pub.wait_subscribed(wait_topics, timeout_s=20)
-            pub.heartbeat()
-            seq, t_hb = 0, time.monotonic()
-            for seq in seqs:
-                if stop.is_set():
-                    return
-                pub.frame(seq)
-                if time.monotonic() - t_hb > 0.2:
-                    pub.heartbeat(seq)
-                    t_hb = time.monotonic()
-                time.sleep(period_s)
-            if eos:
-                for _ in range(3):
-                    pub.eos(last_seq=seq, frames=len(seqs))
-                    time.sleep(0.03)
-            while until_stopped and not stop.wait(0.2):
-                pub.heartbeat(seq)
-        except BaseException as exc:  # reported by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield pub
-    finally:
-        stop.set()
-        thread.join(10)
-        pub.close()
-    assert not errors, errors
-
-
-def spike_host(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "host", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout_s
-    )
-
-
-def wait_frame(sub: Subscriber, timeout_s: float = 5.0) -> Received:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        item = sub.next(deadline - time.monotonic())
-        if item is not None and item.kind == "frame":
-            return item
-    raise AssertionError("no frame arrived")
-
+from host_harness import REPO, SHAPE, Pub, image_for, make_header, publishing, spike_host, wait_frame
 
 # -- subscriber -------------------------------------------------------------
 
