@@ -42,7 +42,12 @@ def open_recording(
     with_head: bool = False,
     allow_partial: bool = False,
 ) -> SpikeRecording:
-    """Open ``.dat`` (geometry defaults to 250x400) or ``.npz`` (geometry read from the file)."""
+    """Open ``.dat`` (geometry defaults to 250x400) or ``.npz`` (geometry read from the file).
+
+    Raises ``FileNotFoundError`` for a missing file, ``FormatError`` (a ``ValueError``) for a file that
+    is not what it claims (the readers check everything they read, see ``firmware_io.dat`` and
+    ``firmware_io.npz``), and ``ValueError`` for an unknown suffix or a geometry the file does not have.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":

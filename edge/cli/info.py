@@ -2,6 +2,7 @@
 
 Prints ``planes``, ``height``, ``width``, ``firing_rate`` (spikes per pixel per plane) and
 ``duration_s`` (at ``--rate-hz``, 40 kHz by default). Other tools and checks rely on these keys.
+Planes are counted in chunks of at most ``CHUNK_BYTES``, so memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import json
 import click
 import numpy as np
 
-from edge.cli.common import open_recording_or_fail, recording_options
+from edge.cli.common import NPZ_MEMORY_NOTE, open_recording_or_fail, recording_options
 from firmware_io.bitpack import count_spikes
 from firmware_io.contract import DEFAULT_RATE_HZ
+from firmware_io.exits import fail
+
+CHUNK_BYTES = 64 << 20
+CHUNK_PLANES = 4096
 
 
-@click.command("info")
+@click.command("info", epilog=NPZ_MEMORY_NOTE)
 @click.argument("file", type=click.Path(dir_okay=False))
 @recording_options
 @click.option("--rate-hz", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_RATE_HZ, show_default=True,
@@ -26,8 +31,12 @@ def info(file, height, width, with_head, allow_partial, rate_hz, as_json):
     """Geometry, plane count, firing rate and duration of a .dat or .npz recording."""
     with open_recording_or_fail(file, height, width, with_head, allow_partial) as rec:
         spikes = 0
-        for _, packed in rec.iter_packed(4096):
-            spikes += int(count_spikes(packed, rec.geometry).sum(dtype=np.uint64))
+        chunk_planes = max(1, min(CHUNK_PLANES, CHUNK_BYTES // rec.geometry.plane_bytes))
+        try:
+            for _, packed in rec.iter_packed(chunk_planes):
+                spikes += int(count_spikes(packed, rec.geometry).sum(dtype=np.uint64))
+        except ValueError as exc:  # a FormatError: the file changed while being read
+            fail(str(exc))
         summary = {
             "path": str(rec.path),
             "format": rec.path.suffix.lower().lstrip("."),
