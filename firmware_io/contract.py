@@ -5,7 +5,8 @@ camera, the replay source and the ring-buffer reader.
 
 Invariants
 ----------
-- A *plane* is one readout of the whole pixel array: ``height * width`` bits.
+- A *plane* is one readout of the whole pixel array: ``height * width`` bits, at most
+  ``MAX_PLANE_PIXELS``.
 - *Packed* planes are stored exactly as the camera writes them (camera order): pixel ``p`` of the
   stored plane is bit ``p % 8`` of byte ``p // 8`` (least-significant bit first), rows stored
   bottom-up (the image is upside down), ``ceil(height * width / 8)`` bytes per plane. Packed arrays
@@ -29,6 +30,9 @@ import numpy as np
 DEFAULT_HEIGHT = 250
 DEFAULT_WIDTH = 400
 DEFAULT_RATE_HZ = 40_000.0
+#: The largest plane any part of the stack accepts: 2**26 pixels (8192x8192; the Vidar camera has
+#: 100,000). A geometry beyond it is refused where it enters, before anything is sized from it.
+MAX_PLANE_PIXELS = 1 << 26
 
 
 class FormatError(ValueError):
@@ -50,6 +54,12 @@ class Geometry:
         for name, value in (("height", self.height), ("width", self.width)):
             if not isinstance(value, (int, np.integer)) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        pixels = int(self.height) * int(self.width)
+        if pixels > MAX_PLANE_PIXELS:
+            raise ValueError(
+                f"a {self.height}x{self.width} plane has {pixels:,} pixels; at most "
+                f"{MAX_PLANE_PIXELS:,} (e.g. 8192x8192) are supported"
+            )
 
     @property
     def pixels(self) -> int:

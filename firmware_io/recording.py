@@ -50,7 +50,13 @@ def open_recording(
     layout: Layout | None = None,
 ) -> SpikeRecording:
     """Open ``.dat`` (geometry defaults to 250x400; ``layout`` None: detected) or ``.npz`` (geometry read from
-    the file)."""
+    the file).
+
+    Raises ``FileNotFoundError`` for a missing file, ``FormatError`` (a ``ValueError``) for a file that
+    is not what it claims (the readers check everything they read, see ``firmware_io.dat``,
+    ``firmware_io.pcie`` and ``firmware_io.npz``), and ``ValueError`` for an unknown suffix or a geometry
+    the file does not have.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if layout is not None and suffix != ".dat":

@@ -14,8 +14,11 @@ hands out ``SpikeBlock`` s of ``block_planes`` consecutive packed planes with a 
 
 Design: pacing by one sleep per block against the absolute schedule rather than chained
 ``sleep(1 / rate)`` calls, which drift by the sleep overshoot of every call. Blocks never straddle
-the end of the file (the last block of a pass may be shorter) so they are zero-copy views of the
-recording's memory map; they stay valid until ``close``.
+the end of the file (the last block of a pass may be shorter); each is an array of its own.
+
+A recording that cannot be read any more (a ``.dat`` truncated or rewritten under the replay) gives
+an ``ERROR`` read whose message names the file and the planes: a source failure, never a crash
+(``firmware_io.dat`` reads with positioned reads, not a memory map, for this reason).
 """
 
 from __future__ import annotations

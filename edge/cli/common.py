@@ -7,22 +7,37 @@ import click
 from firmware_io.contract import Geometry
 from firmware_io.exits import fail
 from firmware_io.layouts import Layout
+from firmware_io.npz import DEFAULT_MAX_MB, MAX_MB_ENV
 from firmware_io.recording import open_recording
+
+#: The help epilog of commands that read recordings: how much memory an .npz may take.
+NPZ_MEMORY_NOTE = (f"An .npz is decompressed into memory, packed to one bit per pixel; one that would need more "
+                   f"than {MAX_MB_ENV} megabytes (default {DEFAULT_MAX_MB}) is refused before it is read.")
 
 
 def geometry_option(height: int | None, width: int | None) -> Geometry | None:
+    """The ``--height``/``--width`` geometry (None when neither is given); a bad one exits 2 before anything
+    is sized from it (``Geometry`` refuses planes over ``MAX_PLANE_PIXELS``)."""
     if (height is None) != (width is None):
         fail("give both --height and --width, or neither")
-    return None if height is None else Geometry(height, width)
+    if height is None:
+        return None
+    try:
+        return Geometry(height, width)
+    except ValueError as exc:
+        fail(f"--height {height} --width {width}: {exc}")
 
 
 def open_recording_or_fail(path: str, height: int | None, width: int | None, with_head: bool, allow_partial: bool,
                            layout: Layout | None = None):
+    """The recording at ``path``; a missing, unreadable or malformed file exits 2 with the reader's message."""
+    geometry = geometry_option(height, width)
     try:
-        return open_recording(path, geometry_option(height, width), with_head=with_head, allow_partial=allow_partial,
-                              layout=layout)
+        return open_recording(path, geometry, with_head=with_head, allow_partial=allow_partial, layout=layout)
     except (FileNotFoundError, ValueError) as exc:  # FormatError is a ValueError
         fail(str(exc))
+    except OSError as exc:  # permissions, a path that is a folder, I/O errors
+        fail(f"cannot read {path}: {exc.strerror or exc}")
 
 
 def layout_option(f):

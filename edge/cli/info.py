@@ -4,6 +4,8 @@ Prints ``planes``, ``height``, ``width``, ``firing_rate`` (spikes per pixel per 
 ``duration_s`` (at ``--rate-hz``, 40 kHz by default). Other tools and checks rely on these keys.
 A ``.dat`` also reports its ``layout`` (given or detected) and ``offset_bytes``, where its first
 whole plane starts (a raw PCIe stream may start mid-plane).
+
+Planes are counted in chunks of at most ``CHUNK_BYTES``, so memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ import json
 import click
 import numpy as np
 
-from edge.cli.common import layout_option, open_recording_or_fail, recording_options
+from edge.cli.common import NPZ_MEMORY_NOTE, layout_option, open_recording_or_fail, recording_options
 from firmware_io.bitpack import count_spikes
 from firmware_io.contract import DEFAULT_RATE_HZ
+from firmware_io.exits import fail
 from firmware_io.layouts import Layout
 
+CHUNK_BYTES = 64 << 20
+CHUNK_PLANES = 4096
 
-@click.command("info")
+
+@click.command("info", epilog=NPZ_MEMORY_NOTE)
 @click.argument("file", type=click.Path(dir_okay=False))
 @recording_options
 @layout_option
@@ -30,8 +36,12 @@ def info(file, height, width, with_head, allow_partial, layout, rate_hz, as_json
     """Geometry, plane count, firing rate and duration of a .dat or .npz recording."""
     with open_recording_or_fail(file, height, width, with_head, allow_partial, layout) as rec:
         spikes = 0
-        for _, packed in rec.iter_packed(4096):
-            spikes += int(count_spikes(packed, rec.geometry).sum(dtype=np.uint64))
+        chunk_planes = max(1, min(CHUNK_PLANES, CHUNK_BYTES // rec.geometry.plane_bytes))
+        try:
+            for _, packed in rec.iter_packed(chunk_planes):
+                spikes += int(count_spikes(packed, rec.geometry).sum(dtype=np.uint64))
+        except ValueError as exc:  # a FormatError: the file changed while being read
+            fail(str(exc))
         summary = {
             "path": str(rec.path),
             "format": rec.path.suffix.lower().lstrip("."),

@@ -12,7 +12,7 @@ import json
 import click
 import numpy as np
 
-from edge.cli.common import layout_option, open_recording_or_fail, recording_options
+from edge.cli.common import NPZ_MEMORY_NOTE, layout_option, open_recording_or_fail, recording_options
 from edge.reconstruction.backends import BackendName, BackendUnavailable, Device, make_reconstructor
 from edge.reconstruction.methods import METHOD_NAMES
 from edge.reconstruction.windows import check_window_fits, default_key, keys_every, window_range
@@ -21,7 +21,7 @@ from firmware_io.exits import ExitCode, fail
 from firmware_io.frame_files import FrameSink
 
 
-@click.command("reconstruct")
+@click.command("reconstruct", epilog=NPZ_MEMORY_NOTE)
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--method", type=click.Choice(METHOD_NAMES), required=True, help="Reconstruction method.")
 @click.option("--window", type=click.IntRange(min=1), help="Window length in planes (classical methods; networks are fixed).")

@@ -3,7 +3,8 @@
 Fields are enums and typed values: ``method`` (``Method``), ``backend`` (``BackendName``), ``device``
 (``DeviceSetting``: a ``Device`` or ``auto``), ``policy`` (``WorkerPolicy``; None: ``all`` for a
 deterministic replay, ``latest`` for live sources), ``dtype`` (a ``PayloadDtype`` the daemon
-publishes), hop, window and ring sizes in planes, endpoints, and the source (``edge.live.sources``).
+publishes), hop, window and ring sizes in planes, the ring's cap in MB, endpoints, and the source
+(``edge.live.sources``).
 
 Each setting is checked and converted once, where it enters, by its ``parse_*`` function
 (``ValueError`` quoting the value): the command line and a TOML ``--config`` file through
@@ -31,6 +32,7 @@ from edge.reconstruction.methods import Method, method_spec
 DEFAULT_METHOD = Method.TFP
 DEFAULT_RING_PLANES = 4000  # 100 ms at 40 kHz; 50 MB at 250x400
 MIN_RING_PLANES = 2
+DEFAULT_MAX_RING_MB = 1024  # MB (10**6 bytes): 2 s of a 250x400 camera at 40 kHz
 DEFAULT_DTYPE = PayloadDtype.FLOAT32
 #: What the daemon publishes: reconstructions are floats (``uint8`` frames would need a scale).
 PUBLISHED_DTYPES = (PayloadDtype.FLOAT32, PayloadDtype.FLOAT16)
@@ -76,6 +78,11 @@ def parse_ring_planes(value: Any) -> int:
     return to_int(value, "ring_planes", minimum=MIN_RING_PLANES)
 
 
+def parse_max_ring_mb(value: Any) -> int:
+    """The largest ring the daemon creates, in MB (10**6 bytes): an integer >= 1."""
+    return to_int(value, "max_ring_mb", minimum=1)
+
+
 def parse_dtype(value: Any) -> PayloadDtype:
     """The frame payload type: one of ``PUBLISHED_DTYPES``."""
     return to_member(value, "dtype", PUBLISHED_DTYPES)
@@ -106,6 +113,9 @@ OPTIONS: tuple[Option, ...] = (
            help="Worker policy; default all for --replay, latest for --camera/--simulate/--realtime."),
     Option("ring_planes", int, parse_ring_planes, default=DEFAULT_RING_PLANES, show_default=True,
            help="Ring capacity in planes (bounded memory)."),
+    Option("max_ring_mb", int, parse_max_ring_mb, default=DEFAULT_MAX_RING_MB, show_default=True,
+           help="Refuse a ring larger than this many MB (10**6 bytes) of shared memory; a ring must also fit "
+                "the free space of /dev/shm. Checked before the ring is created."),
     Option("dtype", str, parse_dtype, choices=spellings(PUBLISHED_DTYPES), default=DEFAULT_DTYPE.value,
            show_default=True),
     Option("bind", str, parse_endpoint, default=DEFAULT_PUB_URL, show_default=True, help="PUB (XPUB) address."),
@@ -129,6 +139,7 @@ class DaemonConfig:
     hop: int = DEFAULT_HOP_PLANES
     policy: WorkerPolicy | None = None  # None: 'all' for deterministic replay, 'latest' for live sources
     ring_planes: int = DEFAULT_RING_PLANES
+    max_ring_mb: int = DEFAULT_MAX_RING_MB
     dtype: PayloadDtype = DEFAULT_DTYPE
     bind: str = DEFAULT_PUB_URL
     control: str = DEFAULT_CONTROL_URL

@@ -32,6 +32,11 @@ rate). The first frame after any loss carries ``discontinuity``.
 State (``DaemonState``, the ``state`` of ``health`` and ``stats``): ``starting`` until the capture
 has started, ``running``, then ``ended`` (a finite source ended), ``failed`` or ``stopping``.
 
+Setup refuses what cannot work before anything starts (exit 2): a finite source shorter than one
+window (a short replay: no frame could ever be published), and a ring over ``--max-ring-mb`` or
+over the free space of ``/dev/shm``. Before sizing its ring it removes the ring segments of daemons
+that were killed without cleaning up (``edge.live.ring.sweep_stale_rings``, each one logged).
+
 Settings arrive typed (``edge.live.config.DaemonConfig``); ``set`` requests go through the same
 parse functions as the command line before anything changes.
 
@@ -64,7 +69,7 @@ from edge.live.publisher import Publisher
 from edge.live.sockets import BindError
 from edge.live.sources import SourceUnavailable, kind_of
 from edge.protocol.control import ControlRequestError
-from edge.live.ring import SpikeRing, WriterPolicy, WriterState
+from edge.live.ring import RingTooLarge, SpikeRing, WriterPolicy, WriterState, sweep_stale_rings
 from edge.protocol.wire import WIRE_VERSION, EndOfStream, FrameHeader, Heartbeat, PayloadDtype, encode_eos, encode_frame, encode_heartbeat
 from edge.live.worker import Worker
 from edge.reconstruction.backends.base import Device
@@ -132,6 +137,19 @@ class Daemon:
         except (ValueError, FileNotFoundError) as exc:
             raise DaemonError(ExitCode.BAD_INPUT, f"cannot build the {method.value} reconstructor: {exc}") from exc
 
+    def _check_source_length(self, kind: str) -> None:
+        """A source that ends before one window is complete could never publish a frame: bad input, like
+        ``spike-edge reconstruct`` on the same file."""
+        cfg, window = self.config, self.reconstructor.window_planes
+        try:
+            n_planes = cfg.source.finite_planes()
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            raise DaemonError(ExitCode.BAD_INPUT, f"cannot use the {kind} source: {exc}") from exc
+        if n_planes is not None and n_planes < window:
+            raise DaemonError(ExitCode.BAD_INPUT,
+                              f"{cfg.source.label()} has {n_planes} planes, fewer than one {window}-plane window "
+                              f"({cfg.method.value}): there is no frame to publish")
+
     def setup(self) -> None:
         cfg = self.config
         kind = kind_of(cfg.source).value
@@ -144,10 +162,16 @@ class Daemon:
         except (FileNotFoundError, ValueError, OSError) as exc:
             raise DaemonError(ExitCode.BAD_INPUT, f"cannot use the {kind} source: {exc}") from exc
         self.reconstructor = self._build_reconstructor(cfg.method, cfg.window)
+        self._check_source_length(kind)
         policy = cfg.effective_policy
         writer_policy = WriterPolicy.OVERWRITE if cfg.source.live else WriterPolicy.BLOCK
+        sweep_stale_rings()  # a killed daemon's leftover segments would count against the free space
         try:
-            self.ring = SpikeRing.create(cfg.ring_planes, self.geometry, policy=writer_policy, rate_hz=cfg.source.rate_hz)
+            self.ring = SpikeRing.create(cfg.ring_planes, self.geometry, policy=writer_policy, rate_hz=cfg.source.rate_hz,
+                                         max_bytes=cfg.max_ring_mb * 10**6)
+        except RingTooLarge as exc:
+            raise DaemonError(ExitCode.BAD_INPUT, f"{exc}: lower --ring-planes ({cfg.ring_planes} planes of "
+                                                  f"{self.geometry}) or raise --max-ring-mb ({cfg.max_ring_mb})") from exc
         except ValueError as exc:
             raise DaemonError(ExitCode.BAD_INPUT, str(exc)) from exc
         try:

@@ -34,6 +34,15 @@ a slot open or holding a later plane was overwritten (``OVERRUN``), one holding 
 or never written was skipped by the source (``SOURCE_GAP``). The reader keeps no cursor; the
 caller releases what it no longer needs (``release``), which is what a ``block`` writer waits on.
 
+Creation and leftovers: ``SpikeRing.create`` refuses a ring larger than its ``max_bytes`` cap or
+than the free space of ``/dev/shm`` (``RingTooLarge``, naming the numbers) before the segment
+exists: shared memory is only backed as it is written, so an oversized ring would otherwise start
+fine and fill ``/dev/shm`` while running. Segments are named ``spkring-<owner PID>-<random>`` and
+record their owner's PID and start time in the header; a daemon killed with SIGKILL (with its
+whole process group, so no one is left to remove it) leaves its segment behind, and
+``sweep_stale_rings`` (run by the daemon at start) removes every ring segment whose owner is no
+longer running, logging each. The start time tells a reused PID from the owner.
+
 Design: alternatives considered were a lock shared by both processes (a slow reader holding it
 would stall the camera), a ``multiprocessing.Queue`` of blocks (pickling 500 MB/s, unbounded
 lag), and one global seqlock (a reader would throw away a whole window when only its oldest
@@ -55,6 +64,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from multiprocessing import shared_memory
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -70,6 +80,8 @@ PAGE = 4096
 POLL_S = 0.0002
 OPEN = -1  # stamp of a slot being written
 NEVER_WRITTEN = -2  # stamp of a slot not written yet
+RING_PREFIX = "spkring-"  # segment names: spkring-<owner PID>-<random hex>
+SHM_DIR = Path("/dev/shm")  # where POSIX shared memory segments live (Linux)
 
 
 class WriterPolicy(str, enum.Enum):
@@ -106,6 +118,8 @@ _F = dict(
     late_blocks=24,         # blocks the source handed over after their due time (live simulator)
     dropped_blocks=25,      # blocks the source itself dropped (camera queue full: drop-oldest)
     behind_us=26,           # gauge: how far a live simulator is behind its schedule (microseconds)
+    owner_pid=27,           # the process that created (and removes) the segment
+    owner_start_ticks=28,   # its start time in clock ticks since boot (/proc), 0 where unknown
 )
 HEADER_FIELDS = tuple(_F)
 COUNTER_FIELDS = ("overwritten_unread", "writer_waits", "timeouts", "errors", "reconnects",
@@ -114,6 +128,116 @@ COUNTER_FIELDS = ("overwritten_unread", "writer_waits", "timeouts", "errors", "r
 
 def _page_round(n: int) -> int:
     return -(-n // PAGE) * PAGE
+
+
+class RingTooLarge(ValueError):
+    """A ring that would not fit: over its cap or over the free shared memory. The numbers are attributes."""
+
+    def __init__(self, message: str, needed_bytes: int, max_bytes: int | None, free_bytes: int | None) -> None:
+        super().__init__(message)
+        self.needed_bytes, self.max_bytes, self.free_bytes = needed_bytes, max_bytes, free_bytes
+
+
+def shm_free_bytes(shm_dir: Path = SHM_DIR) -> int | None:
+    """Free bytes in the shared-memory file system, or None where there is none to ask (not Linux)."""
+    try:
+        st = os.statvfs(shm_dir)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def check_ring_fits(needed_bytes: int, max_bytes: int | None, shm_dir: Path = SHM_DIR) -> None:
+    """``RingTooLarge`` unless a segment of ``needed_bytes`` is within ``max_bytes`` and the free shared memory."""
+    free = shm_free_bytes(shm_dir)
+    limits = [] if max_bytes is None else [f"the cap is {max_bytes / 1e6:,.1f} MB"]
+    if free is not None:
+        limits.append(f"{shm_dir} has {free / 1e6:,.1f} MB free")
+    if (max_bytes is not None and needed_bytes > max_bytes) or (free is not None and needed_bytes > free):
+        raise RingTooLarge(f"the ring needs {needed_bytes / 1e6:,.1f} MB of shared memory, but {' and '.join(limits)}",
+                           needed_bytes, max_bytes, free)
+
+
+def _proc_stat(pid: int) -> tuple[bytes, int] | None:
+    """``(state, start time in clock ticks since boot)`` of a process from ``/proc``; None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read()
+        fields = text[text.rindex(b")") + 2:].split()  # after "pid (comm) ": field 3 (state) onwards
+        return fields[0], int(fields[19])  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _owner_alive(pid: int, start_ticks: int) -> bool:
+    """The process that created a segment still runs: the PID exists, is not a zombie, and (when the segment
+    recorded it) started when the owner did, so it is not a later process that reused the PID."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists (another user's)
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # no /proc to ask: the PID exists, assume it is the owner
+    state, ticks = stat
+    return state != b"Z" and not (start_ticks and ticks != start_ticks)
+
+
+def _segment_owner(path: Path) -> tuple[int, int] | None:
+    """``(owner PID, owner start ticks)`` of a ring segment: from its header, else from its name; None if neither."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(HEADER_BYTES)
+    except OSError:
+        return None
+    if len(raw) == HEADER_BYTES:
+        header = np.frombuffer(raw, dtype="<i8")
+        if int(header[_F["magic"]]) == MAGIC and int(header[_F["owner_pid"]]) > 0:
+            return int(header[_F["owner_pid"]]), int(header[_F["owner_start_ticks"]])
+    pid_text = path.name[len(RING_PREFIX):].split("-", 1)[0]
+    return (int(pid_text), 0) if pid_text.isdigit() else None
+
+
+@dataclass(frozen=True)
+class StaleRing:
+    """A ring segment removed by ``sweep_stale_rings``."""
+
+    name: str
+    owner_pid: int
+    nbytes: int
+
+
+def sweep_stale_rings(shm_dir: Path = SHM_DIR) -> list[StaleRing]:
+    """Remove the ring segments (``spkring-*``) whose owner process is no longer running; log and return them.
+
+    A segment whose owner cannot be told (no readable header, no PID in its name), or that belongs to
+    a process still running, is left alone; one this user may not remove is logged and left.
+    """
+    try:
+        paths = sorted(p for p in shm_dir.iterdir() if p.name.startswith(RING_PREFIX))
+    except OSError:
+        return []
+    removed = []
+    for path in paths:
+        owner = _segment_owner(path)
+        if owner is None or _owner_alive(*owner):
+            continue
+        try:
+            nbytes = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        except OSError as exc:
+            log.warning("stale spike ring %s (owner PID %d is gone) cannot be removed: %s", path.name, owner[0], exc)
+            continue
+        log.warning("removed stale spike ring %s (%.1f MB) left by PID %d, which is no longer running",
+                    path.name, nbytes / 1e6, owner[0])
+        removed.append(StaleRing(path.name, owner[0], nbytes))
+    return removed
 
 
 @dataclass(frozen=True)
@@ -162,19 +286,23 @@ class SpikeRing:
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def create(cls, capacity_planes: int, geometry: Geometry, *, policy: WriterPolicy | str = WriterPolicy.OVERWRITE,
-               rate_hz: float = 0.0, name: str | None = None) -> "SpikeRing":
+               rate_hz: float = 0.0, name: str | None = None, max_bytes: int | None = None) -> "SpikeRing":
+        """A new segment of ``capacity_planes`` planes; ``RingTooLarge`` (before creating anything) when it
+        would exceed ``max_bytes`` (None: no cap) or the free shared memory."""
         if not isinstance(capacity_planes, (int, np.integer)) or capacity_planes < 2:
             raise ValueError(f"ring capacity must be an integer >= 2 planes, got {capacity_planes!r}")
         policy = WriterPolicy(policy)
         layout = RingLayout(int(capacity_planes), geometry.plane_bytes)
-        name = name or f"spkring-{os.getpid()}-{secrets.token_hex(4)}"
+        check_ring_fits(layout.total_bytes, max_bytes)
+        name = name or f"{RING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         shm = shared_memory.SharedMemory(name=name, create=True, size=layout.total_bytes)
         header = np.ndarray((HEADER_BYTES // 8,), dtype=np.int64, buffer=shm.buf)
         header[:] = 0
         values = dict(magic=MAGIC, version=LAYOUT_VERSION, capacity=layout.capacity, plane_bytes=layout.plane_bytes,
                       height=geometry.height, width=geometry.width,
                       policy=0 if policy is WriterPolicy.OVERWRITE else 1, first_plane=-1,
-                      state=int(WriterState.STARTING), rate_mhz=int(round(rate_hz * 1000)))
+                      state=int(WriterState.STARTING), rate_mhz=int(round(rate_hz * 1000)),
+                      owner_pid=os.getpid(), owner_start_ticks=(_proc_stat(os.getpid()) or (b"", 0))[1])
         for key, value in values.items():
             header[_F[key]] = value
         np.ndarray((layout.capacity,), dtype=np.int64, buffer=shm.buf, offset=layout.stamps_offset)[:] = NEVER_WRITTEN

@@ -13,6 +13,7 @@ import time
 
 import click
 
+from edge.cli.common import geometry_option
 from edge.reconstruction.methods import LEARNED_METHOD_NAMES
 from firmware_io.exits import fail
 
@@ -61,10 +62,9 @@ def bench_reconstruct(method, checkpoint, height, width, iterations, threads, us
     )
     from edge.reconstruction.models.checkpoints import CheckpointError
     from edge.reconstruction.networks import load_network
-    from firmware_io.contract import Geometry
 
     torch.set_num_threads(threads)
-    geometry = Geometry(height, width)
+    geometry = geometry_option(height, width)
     try:
         loaded = load_network(method, checkpoint, allow_random=True)
     except (CheckpointError, FileNotFoundError) as exc:

@@ -7,8 +7,9 @@ import time
 
 import click
 
+from edge.cli.common import geometry_option
 from edge.cli.simulate import CHUNK_PLANES
-from firmware_io.contract import DEFAULT_HEIGHT, DEFAULT_WIDTH, Geometry
+from firmware_io.contract import DEFAULT_HEIGHT, DEFAULT_WIDTH
 from firmware_io.scenes import SceneName
 from firmware_io.simulator import NoisePreset
 
@@ -25,7 +26,7 @@ def bench_simulate(planes, height, width, noise, scene):
     from firmware_io.sim_source import DEFAULT_SCENE_PLANES_PER_FRAME
     from firmware_io.simulator import FrameStream, SpikeSimulator
 
-    geometry = Geometry(height, width)
+    geometry = geometry_option(height, width)
     stream = FrameStream(SpikeSimulator(geometry, noise=noise), scene_frames(scene, geometry),
                          DEFAULT_SCENE_PLANES_PER_FRAME)
     stream.read(CHUNK_PLANES)  # warm-up

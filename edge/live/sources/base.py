@@ -124,6 +124,11 @@ class SourceConfig(abc.ABC):
         """The source's settings for the control socket's ``describe`` (plain values, None left out)."""
         return {k: v.value if isinstance(v, enum.Enum) else v for k, v in asdict(self).items() if v is not None}
 
+    def finite_planes(self) -> int | None:
+        """How many planes the source delivers before it ends, found without starting it; None: it does not end
+        by itself (a camera, an endless simulation, a looping replay)."""
+        return None
+
     @abc.abstractmethod
     def open(self) -> SpikeSource:
         """Open the source (in the capture process)."""

@@ -106,6 +106,14 @@ class ReplayConfig(SourceConfig):
                 raise ValueError(f"{self.path} holds no planes")
             return rec.geometry
 
+    def finite_planes(self) -> int | None:
+        if self.loop:
+            return None
+        from firmware_io.recording import open_recording
+
+        with open_recording(str(self.path), self._requested_geometry(), with_head=self.with_head) as rec:
+            return rec.n_planes
+
     def open(self) -> SpikeSource:
         from firmware_io.replay import ReplaySource
 

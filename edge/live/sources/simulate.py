@@ -78,6 +78,9 @@ class SimulateConfig(SourceConfig):
     def geometry(self) -> Geometry:
         return Geometry(self.height, self.width)
 
+    def finite_planes(self) -> int | None:
+        return self.planes
+
     def open(self) -> SpikeSource:
         try:
             from firmware_io.sim_source import source_from_scene
