@@ -25,26 +25,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.protocol.wire import (
-    TOPIC_EOS,
-    TOPIC_FRAME,
-    TOPIC_HEARTBEAT,
-    TOPICS,
-    EndOfStream,
-    FrameHeader,
-    Heartbeat,
-    int_fields,
-)
+from edge.protocol.wire import (TOPIC_EOS, TOPIC_FRAME, TOPIC_HEARTBEAT, TOPICS, EndOfStream, FrameHeader, Heartbeat,
+                                int_fields)
 from host import stats as hstats
-from host.record import (
-    FOLDER_INDEX,
-    FolderRecorder,
-    NpzRecorder,
-    crc32_replace_prefix,
-    crc32_shift,
-    read_folder,
-    read_npz,
-)
+from host.record import (FOLDER_INDEX, FolderRecorder, NpzRecorder, crc32_replace_prefix, crc32_shift, read_folder,
+                         read_npz)
 from host.subscriber import Received
 from host.subscriber import DEFAULT_MAX_MESSAGE_BYTES, Subscriber, message_limit_bytes
 from host_harness import REPO, SHAPE, Pub, image_for, make_header, publishing, spike_host, wait_frame

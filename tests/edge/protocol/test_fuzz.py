@@ -12,22 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.protocol.control import COMMANDS, MAX_REQUEST_BYTES, ControlRequestError, parse_request
-from edge.protocol.wire import (
-    INT64_MAX,
-    INT_LOWER_BOUNDS,
-    MAX_FRAME_PIXELS,
-    PAYLOAD_DTYPES,
-    TOPICS,
-    EndOfStream,
-    FrameHeader,
-    Heartbeat,
-    WireError,
-    decode,
-    encode_eos,
-    encode_frame,
-    encode_heartbeat,
-    int_fields,
-)
+from edge.protocol.wire import (INT64_MAX, INT_LOWER_BOUNDS, MAX_FRAME_PIXELS, PAYLOAD_DTYPES, TOPICS, EndOfStream,
+                                FrameHeader, Heartbeat, WireError, decode, encode_eos, encode_frame, encode_heartbeat,
+                                int_fields)
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

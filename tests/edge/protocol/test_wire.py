@@ -5,19 +5,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from edge.protocol.wire import (
-    MAX_FRAME_PIXELS,
-    MAX_FRAME_SIDE,
-    EndOfStream,
-    FrameHeader,
-    Heartbeat,
-    WireError,
-    decode,
-    encode_eos,
-    encode_frame,
-    encode_heartbeat,
-    int_fields,
-)
+from edge.protocol.wire import (MAX_FRAME_PIXELS, MAX_FRAME_SIDE, EndOfStream, FrameHeader, Heartbeat, WireError,
+                                decode, encode_eos, encode_frame, encode_heartbeat, int_fields)
 
 
 def header(**changes):
