@@ -1,5 +1,10 @@
 """``spike-edge simulate``: grey frames (a built-in scene, images or a video) -> .dat through the
-integrate-and-fire simulator."""
+integrate-and-fire simulator.
+
+``--planes`` beyond what an image folder makes (frames x ``--planes-per-frame``) is refused before
+anything is written; a video, whose length is known only at its end, writes what it gives and warns.
+A progress bar runs on stderr when it is a terminal.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import click
 from firmware_io.contract import DEFAULT_HEIGHT, DEFAULT_WIDTH, Geometry
 from firmware_io.atomic import Terminated, sigterm_as_exception
 from firmware_io.exits import ExitCode, fail
+from firmware_io.progress import progress_bar
 from firmware_io.scenes import SceneName
 from firmware_io.simulator import DEFAULT_GAIN, DEFAULT_THRESHOLD, NoisePreset
 
@@ -84,16 +90,22 @@ def simulate(scene, images_dir, video_file, out_path, planes, height, width, thr
             frames = frames_from_images(images_dir, geometry) if images_dir else frames_from_video(video_file, geometry)
             geometry = frames.geometry
             npf = planes_per_frame or 1
+            if planes is not None and frames.n_frames is not None and planes > frames.n_frames * npf:
+                source = f"the {frames.n_frames} images in {images_dir}"
+                raise ValueError(_too_few_frames(frames.n_frames, npf, planes, source))
         simulator = SpikeSimulator(geometry, params, noise_params, seed)
         stream = FrameStream(simulator, frames, npf)
         started = time.perf_counter()
-        with sigterm_as_exception(), DatWriter(out_path, geometry) as writer:
+        total = planes if planes is not None else (None if frames.n_frames is None else frames.n_frames * npf)
+        with sigterm_as_exception(), DatWriter(out_path, geometry) as writer, \
+                progress_bar(total=total, desc="simulate", unit="plane") as progress:
             while planes is None or writer.n_planes < planes:
                 want = CHUNK_PLANES if planes is None else min(CHUNK_PLANES, planes - writer.n_planes)
                 chunk = stream.read(want, packed=True)
                 if chunk.shape[0] == 0:
                     break
                 writer.write_packed(chunk)
+                progress.update(chunk.shape[0])
             written = writer.n_planes
         seconds = time.perf_counter() - started
     except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
@@ -111,4 +123,17 @@ def simulate(scene, images_dir, video_file, out_path, planes, height, width, thr
         "noise": noise,
         "seconds": round(seconds, 3),
     }
+    if planes is not None and written < planes:  # a video (its length is known only at its end) ran out
+        summary["planes_requested"] = planes
+        source = f"the {stream.frames_read} frames of {video_file}"
+        click.echo(f"warning: {_too_few_frames(stream.frames_read, npf, planes, source)}; wrote the {written} planes "
+                   "they make", err=True)
     click.echo(json.dumps(summary))
+
+
+def _too_few_frames(n_frames: int, planes_per_frame: int, planes: int, source: str) -> str:
+    """``--planes N`` asks for more planes than the input frames make at ``planes_per_frame`` each."""
+    needed = -(-planes // max(n_frames, 1))
+    return (f"--planes {planes} asks for more than {source} make: {n_frames} frames x {planes_per_frame} "
+            f"plane(s) per frame = {n_frames * planes_per_frame} planes; give --planes {n_frames * planes_per_frame} "
+            f"or fewer, or --planes-per-frame {needed} ({n_frames * needed} planes)")

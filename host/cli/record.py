@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from firmware_io.exits import ExitCode, fail
+from firmware_io.frame_files import AUTO_SCALE, SCALE_HELP, VIDEO_SUFFIXES, parse_display_scale
 from firmware_io.atomic import Terminated, sigterm_as_exception
 from host.cli.common import subscriber_counters, dumps, open_subscriber
 from host.record import RecordingError, open_recorder
@@ -23,10 +24,19 @@ from host.record import RecordingError, open_recorder
               help="Fail if no frame arrives within this; stop if the stream goes silent (no heartbeat) this long.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
               help="Frame rate of a video output.")
-def record(url: str, out: Path, n_frames: int | None, seconds: float | None, timeout_s: float, fps: float) -> None:
+@click.option("--scale", default=AUTO_SCALE, show_default=True, metavar="auto|S", help=SCALE_HELP)
+def record(url: str, out: Path, n_frames: int | None, seconds: float | None, timeout_s: float, fps: float,
+           scale: str) -> None:
     """Record frames from URL until end-of-stream (default), --frames N or --seconds S; print a JSON summary."""
     if n_frames is not None and seconds is not None:
         raise click.UsageError("give at most one of --frames and --seconds")
+    try:
+        display_scale = parse_display_scale(scale)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scale") from None
+    if display_scale is not None and out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise click.BadParameter(f"a display scale applies to video output ({'/'.join(VIDEO_SUFFIXES)}); {out} keeps "
+                                 "the raw values", param_hint="--scale")
     recorder = None
     first_seq = last_seq = None
     eos = None
@@ -60,7 +70,7 @@ def record(url: str, out: Path, n_frames: int | None, seconds: float | None, tim
                         stop_reason = "eos"
                     continue
                 if recorder is None:
-                    recorder = open_recorder(out, fps=fps)
+                    recorder = open_recorder(out, fps=fps, scale=display_scale)
                     first_frame_t = time.monotonic()
                     first_seq = item.header.seq
                 recorder.append(item)
