@@ -28,6 +28,7 @@ class ExitCode(enum.IntEnum):
     BIND_FAILED = 5  # an address cannot be bound
     NO_STREAM = 6  # nothing came back from a daemon: no frames, no heartbeats, no control reply
     INCOMPLETE = 7  # the work stopped early: a stream that went silent or failed mid-recording
+    CHECK_FAILED = 8  # a check ran to the end and failed (``bench soak``: growth beyond its tolerance)
 
 
 class CommandFailed(Exception):

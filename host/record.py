@@ -15,8 +15,10 @@ Layouts:
   written atomically), then one JSON line per frame is appended to ``frames.jsonl`` and
   flushed: the header fields, the subscriber fields and ``file``. A line only names a file
   that is complete, so a crash leaves a readable recording; a torn last line is ignored on read.
-- ``OUT.mp4`` (or another ``firmware_io.frame_files.VIDEO_SUFFIXES``): display-normalised video via
-  ``firmware_io.frame_files.VideoWriter`` (the ``video`` extra). Lossy; headers are not kept.
+- ``OUT.mp4`` (or another ``firmware_io.frame_files.VIDEO_SUFFIXES``): 8-bit video via
+  ``firmware_io.frame_files.VideoWriter`` (the ``video`` extra) on a display scale: each frame
+  min-max normalised (``scale=None``) or value v shown as v/scale*255 for every frame. Lossy;
+  headers are not kept.
 
 Design: one ``Recorder`` protocol (``append(item)``, ``close()``, ``abort()``, context manager;
 exiting on an exception aborts, except the folder, which keeps what it has) and a factory
@@ -347,13 +349,13 @@ class FolderRecorder(_RecorderBase):
 
 
 class VideoRecorder(_RecorderBase):
-    """Display-normalised video through ``firmware_io.frame_files.VideoWriter``."""
+    """Video through ``firmware_io.frame_files.VideoWriter`` (``scale``: its display scale, None = per frame)."""
 
-    def __init__(self, path: str | os.PathLike, *, fps: float = 25.0) -> None:
+    def __init__(self, path: str | os.PathLike, *, fps: float = 25.0, scale: float | None = None) -> None:
         self.path = Path(path)
         if fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps}")
-        self._writer = VideoWriter(self.path, fps=fps)
+        self._writer = VideoWriter(self.path, fps=fps, scale=scale)
         self.n_frames = 0
         self._done = False
 
@@ -373,14 +375,15 @@ class VideoRecorder(_RecorderBase):
             self._writer.abort()
 
 
-def open_recorder(out: str | os.PathLike, *, fps: float = 25.0) -> NpzRecorder | FolderRecorder | VideoRecorder:
-    """A recorder chosen by ``out``: ``.npz``, a video suffix, or no suffix (a folder)."""
+def open_recorder(out: str | os.PathLike, *, fps: float = 25.0,
+                  scale: float | None = None) -> NpzRecorder | FolderRecorder | VideoRecorder:
+    """A recorder chosen by ``out``: ``.npz``, a video suffix (on display ``scale``), or no suffix (a folder)."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix == ".npz":
         return NpzRecorder(out)
     if suffix in VIDEO_SUFFIXES:
-        return VideoRecorder(out, fps=fps)
+        return VideoRecorder(out, fps=fps, scale=scale)
     if not suffix or out.is_dir():
         return FolderRecorder(out)
     raise RecordingError(

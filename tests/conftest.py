@@ -8,10 +8,26 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from fixtures_catalogue import LRN_CHECKPOINT, REDSBASE_CLIPS, SHARED_DATA, SHARED_DATA_ENV, SampleFile, verify
+from fixtures_catalogue import (CATALOGUE, LRN_CHECKPOINT, REDSBASE_CLIPS, SHARED_DATA, SHARED_DATA_ENV, SampleFile,
+                                verify)
 
 if TYPE_CHECKING:
     from daemon_harness import Daemon
+
+
+def sample_data_line() -> str:
+    """Where the sample data was looked for and how much of it is there."""
+    if not SHARED_DATA.is_dir():
+        return (f"sample data: not found at {SHARED_DATA}; the tests that need it are skipped "
+                f"(set {SHARED_DATA_ENV} to the folder holding it)")
+    missing = [s.relpath for s in CATALOGUE if not s.path().is_file()]
+    note = f"; missing {', '.join(missing)} (their tests are skipped)" if missing else ""
+    return f"sample data: {SHARED_DATA} ({len(CATALOGUE) - len(missing)} of {len(CATALOGUE)} catalogued files{note})"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say at the end of every run (``-q`` included) where the sample data was looked for."""
+    terminalreporter.write_line(sample_data_line())
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,19 @@ def test_missing_folder_skips_naming_it_and_the_variable(tmp_path):
     assert str(absent) in result.stdout and SHARED_DATA_ENV in result.stdout
 
 
+def test_every_run_ends_saying_where_the_data_was_looked_for(tmp_path):
+    absent = tmp_path / "no-such-folder"
+    lines = _run_probe(tmp_path, absent).stdout.splitlines()
+    assert (f"sample data: not found at {absent}; the tests that need it are skipped "
+            f"(set {SHARED_DATA_ENV} to the folder holding it)") in lines
+    partial = tmp_path / "partial"
+    LRN_CHECKPOINT.path(partial).parent.mkdir(parents=True)
+    LRN_CHECKPOINT.path(partial).write_bytes(b"placeholder")
+    missing = ", ".join(s.relpath for s in CATALOGUE if s is not LRN_CHECKPOINT)
+    assert (f"sample data: {partial} (1 of {len(CATALOGUE)} catalogued files; missing {missing} "
+            "(their tests are skipped))") in _run_probe(tmp_path, partial).stdout.splitlines()
+
+
 def test_other_bytes_fail_every_test_that_uses_the_samples(tmp_path):
     data = tmp_path / "data"
     bad = LRN_CHECKPOINT.path(data)

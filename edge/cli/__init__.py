@@ -16,6 +16,7 @@ from edge.cli.bench import device as bench_device
 from edge.cli.bench import pipeline as bench_pipeline
 from edge.cli.bench import reconstruct as bench_reconstruct
 from edge.cli.bench import simulate as bench_simulate
+from edge.cli.bench import soak as bench_soak
 from firmware_io.exits import ExitCodeGroup
 
 
@@ -35,5 +36,5 @@ def bench() -> None:
 for _command in (info.info, reconstruct.reconstruct, simulate.simulate, models.models, run.run, demo.demo):
     main.add_command(_command)
 for _command in (bench_decode.bench_decode, bench_reconstruct.bench_reconstruct, bench_simulate.bench_simulate,
-                 bench_pipeline.bench_pipeline, bench_device.bench_device):
+                 bench_pipeline.bench_pipeline, bench_device.bench_device, bench_soak.bench_soak):
     bench.add_command(_command)

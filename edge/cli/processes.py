@@ -2,7 +2,8 @@
 
 ``EDGE`` and ``HOST`` are the command prefixes of ``spike-edge`` and ``spike-host`` for this
 interpreter; ``loopback_urls`` gives fresh loopback endpoints; ``stop`` ends a process the way an
-operator would (SIGTERM, then a bounded wait, then SIGKILL) and returns its exit code.
+operator would (SIGTERM, then a bounded wait, then SIGKILL) and returns its exit code;
+``wait_until_serving`` waits for a daemon's control socket to answer.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 EDGE = [sys.executable, "-m", "edge"]
 HOST = [sys.executable, "-m", "host"]
@@ -38,3 +40,18 @@ def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> int | None:
             proc.wait(5)
             return None
     return proc.returncode
+
+
+def wait_until_serving(ctl: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> bool:
+    """Wait until the daemon ``proc`` answers ``health`` on its control URL ``ctl`` (its start includes
+    imports and the capture process: seconds on a busy machine); False if it exits or ``timeout_s`` passes."""
+    from edge.protocol.client import ControlError, ControlTimeout, request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if request(ctl, {"cmd": "health"}, timeout_s=1.0).get("ok"):
+                return True
+        except (ControlTimeout, ControlError):
+            time.sleep(0.1)
+    return False

@@ -2,7 +2,9 @@
 
 The frame for key K uses planes ``[K - N//2, K - N//2 + N)`` (``edge.reconstruction.windows``); the
 default key is the centre plane; ``OUT.npy`` holds float32 ``(frames, H, W)`` raw values; ``OUT.png``
-(one frame), a folder of PNGs or a video are display-normalised per frame.
+(one frame), a folder of PNGs or a video are 8-bit pictures on ``--scale``: ``auto`` normalises each
+frame on its own (min black, max white), a number S shows value v as v/S*255 for every frame
+(``firmware_io.frame_files``). A progress bar runs on stderr when it is a terminal.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from edge.reconstruction.methods import METHOD_NAMES
 from edge.reconstruction.windows import check_window_fits, default_key, keys_every, window_range
 from firmware_io.atomic import Terminated, sigterm_as_exception
 from firmware_io.exits import ExitCode, fail
-from firmware_io.frame_files import FrameSink
+from firmware_io.frame_files import AUTO_SCALE, SCALE_HELP, FrameSink, parse_display_scale
+from firmware_io.progress import progress_bar
+
+
+def _scale(ctx: click.Context, param: click.Parameter, value: str) -> float | None:
+    try:
+        return parse_display_scale(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 @click.command("reconstruct", epilog=NPZ_MEMORY_NOTE)
@@ -36,8 +46,9 @@ from firmware_io.frame_files import FrameSink
 @click.option("--device", type=click.Choice([d.value for d in Device]), default=Device.CPU.value, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Windows per backend call.")
 @click.option("--fps", type=float, default=25.0, show_default=True, help="Frame rate of a video output.")
+@click.option("--scale", default=AUTO_SCALE, show_default=True, callback=_scale, metavar="auto|S", help=SCALE_HELP)
 def reconstruct(file, method, window, key, every, out, height, width, with_head, allow_partial, layout, checkpoint,
-                engine, backend, device, batch, fps):
+                engine, backend, device, batch, fps, scale):
     """Reconstruct frames from a recording with TFP, TFI, LRN or STIR."""
     if key is not None and every is not None:
         fail("give --key or --every, not both")
@@ -62,12 +73,14 @@ def reconstruct(file, method, window, key, every, out, height, width, with_head,
             fail(str(exc))
         click.echo(f"{method}: {len(keys)} frame(s), window {window_planes} planes, backend {recon.backend}", err=True)
         try:
-            with sigterm_as_exception(), FrameSink(out, len(keys), rec.geometry.shape, fps=fps) as sink:
+            with sigterm_as_exception(), FrameSink(out, len(keys), rec.geometry.shape, fps=fps, scale=scale) as sink, \
+                    progress_bar(total=len(keys), desc=method, unit="frame") as progress:
                 for i in range(0, len(keys), batch):
                     batch_keys = keys[i : i + batch]
                     windows = np.stack([rec.packed(*window_range(k, window_planes)) for k in batch_keys])
                     for frame in recon.reconstruct(windows):
                         sink.append(frame)
+                    progress.update(len(batch_keys))
         except (ValueError, RuntimeError) as exc:
             fail(str(exc))
         except Terminated as exc:

@@ -4,6 +4,10 @@ integrate-and-fire simulator.
 ``--layout`` chooses how the ``.dat`` lays out its planes (``firmware_io.layouts.Layout``): the
 ``.dat`` convention (default) or the 1000x1000 camera's PCIe rows (``pcie1k``: 1000x1000 only, the
 default geometry then), so that tests and users can make raw files of that camera.
+
+``--planes`` beyond what an image folder makes (frames x ``--planes-per-frame``) is refused before
+anything is written; a video, whose length is known only at its end, writes what it gives and warns.
+A progress bar runs on stderr when it is a terminal.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from firmware_io.contract import DEFAULT_HEIGHT, DEFAULT_WIDTH, Geometry
 from firmware_io.atomic import Terminated, sigterm_as_exception
 from firmware_io.exits import ExitCode, fail
 from firmware_io.layouts import PCIE_GEOMETRY, Layout
+from firmware_io.progress import progress_bar
 from firmware_io.scenes import SceneName
 from firmware_io.simulator import DEFAULT_GAIN, DEFAULT_THRESHOLD, NoisePreset
 
@@ -99,17 +104,23 @@ def simulate(scene, images_dir, video_file, out_path, layout, planes, height, wi
             frames = frames_from_images(images_dir, geometry) if images_dir else frames_from_video(video_file, geometry)
             geometry = frames.geometry
             npf = planes_per_frame or 1
+            if planes is not None and frames.n_frames is not None and planes > frames.n_frames * npf:
+                source = f"the {frames.n_frames} images in {images_dir}"
+                raise ValueError(_too_few_frames(frames.n_frames, npf, planes, source))
         simulator = SpikeSimulator(geometry, params, noise_params, seed)
         stream = FrameStream(simulator, frames, npf)
         started = time.perf_counter()
         writer_type = PcieWriter if layout is Layout.PCIE1K else DatWriter
-        with sigterm_as_exception(), writer_type(out_path, geometry) as writer:
+        total = planes if planes is not None else (None if frames.n_frames is None else frames.n_frames * npf)
+        with sigterm_as_exception(), writer_type(out_path, geometry) as writer, \
+                progress_bar(total=total, desc="simulate", unit="plane") as progress:
             while planes is None or writer.n_planes < planes:
                 want = CHUNK_PLANES if planes is None else min(CHUNK_PLANES, planes - writer.n_planes)
                 chunk = stream.read(want, packed=True)
                 if chunk.shape[0] == 0:
                     break
                 writer.write_packed(chunk)
+                progress.update(chunk.shape[0])
             written = writer.n_planes
         seconds = time.perf_counter() - started
     except (ValueError, FileNotFoundError, ImportError, OSError) as exc:
@@ -128,4 +139,17 @@ def simulate(scene, images_dir, video_file, out_path, layout, planes, height, wi
         "noise": noise,
         "seconds": round(seconds, 3),
     }
+    if planes is not None and written < planes:  # a video (its length is known only at its end) ran out
+        summary["planes_requested"] = planes
+        source = f"the {stream.frames_read} frames of {video_file}"
+        click.echo(f"warning: {_too_few_frames(stream.frames_read, npf, planes, source)}; wrote the {written} planes "
+                   "they make", err=True)
     click.echo(json.dumps(summary))
+
+
+def _too_few_frames(n_frames: int, planes_per_frame: int, planes: int, source: str) -> str:
+    """``--planes N`` asks for more planes than the input frames make at ``planes_per_frame`` each."""
+    needed = -(-planes // max(n_frames, 1))
+    return (f"--planes {planes} asks for more than {source} make: {n_frames} frames x {planes_per_frame} "
+            f"plane(s) per frame = {n_frames * planes_per_frame} planes; give --planes {n_frames * planes_per_frame} "
+            f"or fewer, or --planes-per-frame {needed} ({n_frames * needed} planes)")

@@ -31,7 +31,12 @@ def parse_request(parts: list[bytes]) -> tuple[str, dict[str, Any]]:
         request = unpack_map(raw, "request")
     except WireError as exc:
         raise ControlRequestError(f"{exc} (a request is a map like {{'cmd': 'describe'}})") from None
-    cmd = request.get("cmd")
+    if "cmd" not in request:
+        raise ControlRequestError(f"request has no 'cmd' key (keys: {sorted(map(str, request))}); a request is a map "
+                                  f"like {{'cmd': 'describe'}} with cmd one of {', '.join(COMMANDS)}")
+    cmd = request["cmd"]
+    if isinstance(cmd, bytes):
+        raise ControlRequestError(f"cmd must be a msgpack str, got bin {cmd!r}; pack text as str, not bytes")
     if cmd not in COMMANDS:
         raise ControlRequestError(f"unknown command {cmd!r}; expected one of {', '.join(COMMANDS)}")
     params = request.get("params", {})

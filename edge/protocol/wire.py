@@ -209,12 +209,17 @@ def _check_keys(value: Any, what: str) -> None:
             stack.extend(item)
 
 
+_MSGPACK_REASONS = {"FormatError": "a reserved or malformed type byte", "StackError": "nested too deeply"}
+
+
 def unpack_map(raw: bytes, what: str) -> dict[str, Any]:
     """Decode ``raw`` as one msgpack map (string keys); ``WireError`` naming ``what`` otherwise."""
     try:
         value = msgpack.unpackb(raw, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types for garbage
-        raise WireError(f"{what} is not valid msgpack: {exc}") from exc
+    except Exception as exc:  # msgpack raises several unrelated types for garbage, some with no text
+        reason = str(exc) or _MSGPACK_REASONS.get(type(exc).__name__, type(exc).__name__)
+        shown = f": {raw[:8].hex(' ')}{' ...' if len(raw) > 8 else ''}" if raw else ""
+        raise WireError(f"{what} is not valid msgpack: {reason} ({len(raw)} bytes{shown})") from exc
     if not isinstance(value, dict):
         raise WireError(f"{what} must be a map, got {type(value).__name__}")
     _check_keys(value, what)

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from firmware_io.exits import ExitCode, fail
+from firmware_io.frame_files import AUTO_SCALE, SCALE_HELP, VIDEO_SUFFIXES, parse_display_scale
 from host.cli.common import (
     catch_stop_signals,
     dumps,
@@ -37,19 +38,27 @@ _MAX_WAIT_S = 0.1  # longest wait for a message: how soon a stop signal is acted
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
               help="Frame rate of a video output.")
 @max_message_option
+@click.option("--scale", default=AUTO_SCALE, show_default=True, metavar="auto|S", help=SCALE_HELP)
 def record(url: str, out: Path, n_frames: int | None, seconds: float | None, timeout_s: float, fps: float,
-           max_message_mb: float | None) -> None:
+           max_message_mb: float | None, scale: str) -> None:
     """Record frames from URL until end-of-stream (default), --frames N or --seconds S; print a JSON summary.
 
     SIGINT/SIGTERM (any number, any order) stop it cleanly: the recording is completed and readable.
     """
     if n_frames is not None and seconds is not None:
         raise click.UsageError("give at most one of --frames and --seconds")
+    try:
+        display_scale = parse_display_scale(scale)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scale") from None
+    if display_scale is not None and out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise click.BadParameter(f"a display scale applies to video output ({'/'.join(VIDEO_SUFFIXES)}); {out} keeps "
+                                 "the raw values", param_hint="--scale")
     stop = catch_stop_signals()
-    _record(url, out, n_frames, seconds, timeout_s, fps, max_message_bytes(max_message_mb), stop)
+    _record(url, out, n_frames, seconds, timeout_s, fps, max_message_bytes(max_message_mb), stop, display_scale)
 
 
-def _record(url, out, n_frames, seconds, timeout_s, fps, max_bytes, stop) -> None:
+def _record(url, out, n_frames, seconds, timeout_s, fps, max_bytes, stop, display_scale) -> None:
     recorder = None
     first_seq = last_seq = None
     eos = None
@@ -86,7 +95,7 @@ def _record(url, out, n_frames, seconds, timeout_s, fps, max_bytes, stop) -> Non
                         stop_reason = "eos"
                     continue
                 if recorder is None:
-                    recorder = open_recorder(out, fps=fps)
+                    recorder = open_recorder(out, fps=fps, scale=display_scale)
                     first_frame_t = time.monotonic()
                     first_seq = item.header.seq
                 recorder.append(item)

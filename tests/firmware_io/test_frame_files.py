@@ -1,4 +1,4 @@
-"""Frame writers: raw ``.npy`` exactly, pictures min-max normalised per frame, video, and atomic outputs."""
+"""Frame writers: raw ``.npy`` exactly, pictures min-max normalised per frame or on a fixed scale, video, and atomic outputs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from firmware_io.frame_files import FrameSink, write_frames, write_png
+from firmware_io.frame_files import FrameSink, parse_display_scale, write_frames, write_png
 
 # A known frame: min -1 and max 3, so a value v becomes round((v + 1) * 255 / 4).
 KNOWN = np.array([[-1.0, 0.0, 1.0], [3.0, 3.0, 1.0]], dtype=np.float32)
@@ -109,3 +109,53 @@ def test_failed_png_write_leaves_no_temporary(tmp_path):
             sink.append(KNOWN)
             sink.append(np.zeros((2, 3, 4), np.float32))  # not a 2-D frame: PIL refuses it
     assert sorted(p.name for p in out_dir.iterdir()) == ["frame_000000.png"]
+
+
+def test_a_fixed_scale_maps_value_over_scale_to_white_for_every_frame(tmp_path):
+    frames = np.stack([KNOWN, KNOWN / 2])  # the same picture, half as bright
+    write_frames(tmp_path / "fixed", frames, scale=2.0)
+    first, second = (png_pixels(tmp_path / "fixed" / f"frame_{i:06d}.png") for i in range(2))
+    np.testing.assert_array_equal(first, [[0, 0, 128], [255, 255, 128]])  # v / 2 * 255 rounded, clipped: -1 black
+    np.testing.assert_array_equal(second, [[0, 0, 64], [191, 191, 64]])  # half as bright stays half as bright
+    write_frames(tmp_path / "auto", frames)  # the default: each frame normalised on its own, so both look alike
+    np.testing.assert_array_equal(png_pixels(tmp_path / "auto" / "frame_000000.png"),
+                                  png_pixels(tmp_path / "auto" / "frame_000001.png"))
+    nan = np.array([[np.nan, np.inf]], dtype=np.float32)
+    np.testing.assert_array_equal(png_pixels(write_png(tmp_path / "nan.png", nan, scale=1.0)), [[0, 255]])
+
+
+def test_a_fixed_scale_reaches_the_video(tmp_path):
+    pytest.importorskip("imageio_ffmpeg", reason="writing video needs the 'video' extra (imageio-ffmpeg)")
+    import imageio.v2 as imageio
+
+    frames = np.stack([np.full((32, 32), v, dtype=np.float32) for v in (0.1, 0.3, 0.5)])  # flat frames, rising
+    for name, scale in (("fixed.mp4", 0.5), ("auto.mp4", None)):
+        write_frames(tmp_path / name, frames, fps=10, scale=scale)
+    reader = imageio.get_reader(tmp_path / "fixed.mp4")
+    try:
+        means = [float(np.asarray(f)[..., 0].mean()) for f in reader]
+    finally:
+        reader.close()
+    assert means == pytest.approx([51, 153, 255], abs=6)  # v / 0.5 * 255 (lossy codec)
+    reader = imageio.get_reader(tmp_path / "auto.mp4")
+    try:
+        assert max(float(np.asarray(f).mean()) for f in reader) < 6  # per frame, a flat frame is black
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("text, scale", [("auto", None), ("AUTO", None), (None, None), ("0.6", 0.6), ("255", 255.0)])
+def test_display_scale_spellings(text, scale):
+    assert parse_display_scale(text) == scale
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "bright", ""])
+def test_a_bad_display_scale_is_refused_quoting_it(text):
+    with pytest.raises(ValueError, match=f"scale must be 'auto' or a positive number .*got {text!r}"):
+        parse_display_scale(text)
+
+
+def test_a_fixed_scale_is_refused_for_raw_npy(tmp_path):
+    with pytest.raises(ValueError, match="holds raw values; a display scale"):
+        write_frames(tmp_path / "raw.npy", KNOWN[None], scale=1.0)
+    assert list(tmp_path.iterdir()) == []

@@ -1,4 +1,8 @@
-"""``spike-edge bench decode [FILE] [--json]``: planes/s for decoding and for decoding + TFP, one core."""
+"""``spike-edge bench decode [FILE] [--json]``: planes/s for decoding and for decoding + TFP, one core.
+
+Without FILE a synthetic recording is written first. A progress bar (the recording, then each timed
+run; it is updated between runs, never inside one) runs on stderr when it is a terminal.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from edge.reconstruction.classical import tfp_packed
 from firmware_io.bitpack import unpack_planes
 from firmware_io.contract import DEFAULT_RATE_HZ, Geometry
 from firmware_io.kernels import native_status
+from firmware_io.progress import progress_bar
 
 
 def _synthetic_recording(n_planes: int, geometry: Geometry, folder: Path, rate: float = 0.1, seed: int = 0) -> Path:
@@ -24,19 +29,22 @@ def _synthetic_recording(n_planes: int, geometry: Geometry, folder: Path, rate: 
 
     rng = np.random.default_rng(seed)
     path = folder / f"bench_{geometry}_{n_planes}.dat"
-    with DatWriter(path, geometry) as writer:
+    with DatWriter(path, geometry) as writer, \
+            progress_bar(total=n_planes, desc="synthetic recording", unit="plane") as bar:
         for start in range(0, n_planes, 1000):
             n = min(1000, n_planes - start)
             writer.write_planes((rng.random((n, *geometry.shape)) < rate).astype(np.uint8))
+            bar.update(n)
     return path
 
 
-def _best_of(repeats: int, fn) -> float:
+def _best_of(repeats: int, fn, progress) -> float:
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
+        progress.update(1)
     return best
 
 
@@ -66,8 +74,9 @@ def bench_decode(file, height, width, with_head, allow_partial, planes, window, 
                     if len(packed) == window:
                         tfp_packed(packed, geometry)
 
-            decode_s = _best_of(repeats, decode_all)
-            tfp_s = _best_of(repeats, decode_tfp)
+            with progress_bar(total=2 * repeats, desc="timed runs (decode, decode + TFP)", unit="run") as bar:
+                decode_s = _best_of(repeats, decode_all, bar)
+                tfp_s = _best_of(repeats, decode_tfp, bar)
     result = {
         "file": str(file), "planes": n, "height": geometry.height, "width": geometry.width, "tfp_window": window,
         "decode_planes_per_s": round(n / decode_s), "decode_tfp_planes_per_s": round(n / tfp_s),
