@@ -1,7 +1,11 @@
-"""Opening a recorded spike file by its suffix: ``.dat`` (raw) or ``.npz`` (UHSR layout).
+"""Opening a recording: a ``.dat`` (raw) or ``.npz`` (UHSR layout) file by its suffix, or a recording folder.
 
-``SpikeRecording`` is what both readers offer: geometry, plane count, packed and unpacked planes for
-any half-open range, chunked iteration, and closing as a context manager.
+A folder is a recording written by ``spike-edge run --record`` (``firmware_io.segments``: rotating
+``.dat`` segments with JSON sidecars), read in segment order as one recording.
+
+``SpikeRecording`` is what every reader offers: geometry, plane count, packed and unpacked planes for
+any half-open range, chunked iteration, and closing as a context manager; ``gaps`` lists the planes a
+folder's stream lacks (``firmware_io.plane_range``; always empty for a single file).
 """
 
 from __future__ import annotations
@@ -15,18 +19,28 @@ import numpy as np
 from firmware_io.contract import DEFAULT_GEOMETRY, Geometry
 from firmware_io.dat import DatReader
 from firmware_io.npz import NpzReader
+from firmware_io.plane_range import MissingRange
+from firmware_io.segments import SegmentedReader, folder_metadata, is_recording_folder
 
 
 class SpikeRecording(Protocol):
     path: Path
     geometry: Geometry
     n_planes: int
+    gaps: tuple[MissingRange, ...]
+    recorded_planes: int
 
     def packed(self, start: int = 0, stop: int | None = None) -> np.ndarray: ...
 
     def unpacked(self, start: int = 0, stop: int | None = None) -> np.ndarray: ...
 
     def iter_packed(self, chunk_planes: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]: ...
+
+    def gap_in(self, start: int, stop: int) -> MissingRange | None: ...
+
+    def next_present(self, plane: int) -> int: ...
+
+    def run_stop(self, plane: int) -> int: ...
 
     def close(self) -> None: ...
 
@@ -42,8 +56,14 @@ def open_recording(
     with_head: bool = False,
     allow_partial: bool = False,
 ) -> SpikeRecording:
-    """Open ``.dat`` (geometry defaults to 250x400) or ``.npz`` (geometry read from the file)."""
+    """Open ``.dat`` (geometry defaults to 250x400), ``.npz`` (geometry read from the file) or a recording
+    folder (geometry read from its sidecars)."""
     path = Path(path)
+    if is_recording_folder(path):
+        if with_head:
+            raise ValueError(f"{path} is a recording folder: its segments hold contract planes without head "
+                             f"columns, --with-head does not apply")
+        return SegmentedReader(path, geometry, allow_partial=allow_partial)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         reader = NpzReader(path)
@@ -52,4 +72,10 @@ def open_recording(
         return reader
     if suffix == ".dat":
         return DatReader(path, geometry or DEFAULT_GEOMETRY, with_head=with_head, allow_partial=allow_partial)
-    raise ValueError(f"unknown spike file type {suffix!r} for {path}; expected .dat or .npz")
+    raise ValueError(f"unknown spike file type {suffix!r} for {path}; expected .dat, .npz or a recording folder")
+
+
+def recording_defaults(path: str | os.PathLike) -> tuple[Geometry | None, float | None]:
+    """The geometry and plane rate ``path`` states about itself: a recording folder's sidecars say both;
+    a single file says neither here (``(None, None)``; an ``.npz`` knows its geometry once opened)."""
+    return folder_metadata(path) if is_recording_folder(path) else (None, None)

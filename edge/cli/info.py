@@ -2,6 +2,12 @@
 
 Prints ``planes``, ``height``, ``width``, ``firing_rate`` (spikes per pixel per plane) and
 ``duration_s`` (at ``--rate-hz``, 40 kHz by default). Other tools and checks rely on these keys.
+
+A recording folder (``spike-edge run --record``) is one recording: ``planes`` is the span of stream
+planes it covers, ``recorded_planes`` those it holds and ``gap_planes`` those its stream lacked
+(``gaps``: ``[start, stop, cause]``); ``segments`` and ``open_segments`` (not closed by the recorder:
+read up to their last whole plane). The firing rate counts recorded planes; the default rate is the
+recorded one.
 """
 
 from __future__ import annotations
@@ -17,30 +23,37 @@ from firmware_io.contract import DEFAULT_RATE_HZ
 
 
 @click.command("info")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @recording_options
-@click.option("--rate-hz", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_RATE_HZ, show_default=True,
-              help="Camera plane rate, for duration_s.")
+@click.option("--rate-hz", type=click.FloatRange(min=0, min_open=True),
+              help=f"Camera plane rate, for duration_s [default: {DEFAULT_RATE_HZ:.0f}; a recording folder: its own].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def info(file, height, width, with_head, allow_partial, rate_hz, as_json):
-    """Geometry, plane count, firing rate and duration of a .dat or .npz recording."""
+    """Geometry, plane count, firing rate and duration of a .dat or .npz recording or a recording folder."""
     with open_recording_or_fail(file, height, width, with_head, allow_partial) as rec:
+        folder = rec.path.is_dir()
+        rate_hz = rate_hz or getattr(rec, "rate_hz", None) or DEFAULT_RATE_HZ
         spikes = 0
         for _, packed in rec.iter_packed(4096):
             spikes += int(count_spikes(packed, rec.geometry).sum(dtype=np.uint64))
         summary = {
             "path": str(rec.path),
-            "format": rec.path.suffix.lower().lstrip("."),
+            "format": "folder" if folder else rec.path.suffix.lower().lstrip("."),
             "planes": rec.n_planes,
+            "recorded_planes": rec.recorded_planes,
+            "gap_planes": rec.n_planes - rec.recorded_planes,
             "height": rec.geometry.height,
             "width": rec.geometry.width,
             "plane_bytes": rec.geometry.plane_bytes,
-            "firing_rate": spikes / (rec.n_planes * rec.geometry.pixels),
+            "firing_rate": spikes / (rec.recorded_planes * rec.geometry.pixels),
             "rate_hz": rate_hz,
             "duration_s": rec.n_planes / rate_hz,
         }
+        if folder:
+            summary.update(segments=len(rec.segments), open_segments=rec.open_segments, first_plane=rec.first_plane,
+                           gaps=[[gap.start, gap.stop, gap.cause.value] for gap in rec.gaps])
     if as_json:
         click.echo(json.dumps(summary))
     else:
         for key, value in summary.items():
-            click.echo(f"{key:>12}: {value}")
+            click.echo(f"{key:>15}: {value}")
