@@ -29,7 +29,11 @@ from firmware_io.contract import DEFAULT_RATE_HZ
               help=f"Camera plane rate, for duration_s [default: {DEFAULT_RATE_HZ:.0f}; a recording folder: its own].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def info(file, height, width, with_head, allow_partial, rate_hz, as_json):
-    """Geometry, plane count, firing rate and duration of a .dat or .npz recording or a recording folder."""
+    """Geometry, plane count, firing rate and duration of a .dat or .npz recording or a recording folder.
+
+    For a recording folder (run --record), planes is the span of its stream, recorded_planes what it
+    holds, gaps the missing ranges with their cause; open_segments were not closed by the recorder.
+    """
     with open_recording_or_fail(file, height, width, with_head, allow_partial) as rec:
         folder = rec.path.is_dir()
         rate_hz = rate_hz or getattr(rec, "rate_hz", None) or DEFAULT_RATE_HZ

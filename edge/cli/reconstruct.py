@@ -42,7 +42,12 @@ from firmware_io.frame_files import FrameSink
 @click.option("--fps", type=float, default=25.0, show_default=True, help="Frame rate of a video output.")
 def reconstruct(file, method, window, key, every, out, height, width, with_head, allow_partial, checkpoint, engine,
                 backend, device, batch, fps):
-    """Reconstruct frames from a recording (file or recording folder) with TFP, TFI, LRN or STIR."""
+    """Reconstruct frames from a recording (file or recording folder) with TFP, TFI, LRN or STIR.
+
+    A recording folder (run --record) keeps its stream's plane indices; windows that would include
+    planes the stream lacked are skipped with --every (counted as skipped_windows, the same keys a
+    live replay of the folder publishes) and refused with --key.
+    """
     if key is not None and every is not None:
         fail("give --key or --every, not both")
     with open_recording_or_fail(file, height, width, with_head, allow_partial) as rec:
