@@ -1,4 +1,4 @@
-"""Replaying a recorded spike file as a source: ``ReplaySource`` over ``open_recording``.
+"""Replaying a recording (a spike file or a recording folder) as a source: ``ReplaySource`` over ``open_recording``.
 
 The replay source speaks the same protocol as the simulator and the camera (``SourceBase``): it
 hands out ``SpikeBlock`` s of ``block_planes`` consecutive packed planes with a status on every read.
@@ -12,9 +12,15 @@ hands out ``SpikeBlock`` s of ``block_planes`` consecutive packed planes with a 
 - ``loop=True`` restarts the file at its end; plane indices keep increasing across loops (plane
   ``i`` of the stream is plane ``i % n_planes`` of the file), so windows never see a reset.
 
+Gaps: a recording folder may lack planes of the stream it recorded (``gaps``). The replay keeps the
+stream's indices: the block after a gap starts where the stream resumed, so the jump reaches the
+consumer as a source gap (the live daemon flags the next frame as a discontinuity), and a real-time
+replay lets the gap's time pass.
+
 Design: pacing by one sleep per block against the absolute schedule rather than chained
 ``sleep(1 / rate)`` calls, which drift by the sleep overshoot of every call. Blocks never straddle
-the end of the file (the last block of a pass may be shorter); each is an array of its own.
+the end of the file, a gap or a segment (the block before one may be shorter); each is an array of
+its own.
 
 A recording that cannot be read any more (a ``.dat`` truncated or rewritten under the replay) gives
 an ``ERROR`` read whose message names the file and the planes: a source failure, never a crash
@@ -35,7 +41,7 @@ DEFAULT_BLOCK_PLANES = 40
 
 
 class ReplaySource(SourceBase):
-    """Blocks of a recorded ``.dat`` / ``.npz`` file, deterministic or paced in real time."""
+    """Blocks of a recording (``.dat`` / ``.npz`` / folder), deterministic or paced in real time."""
 
     def __init__(
         self,
@@ -77,11 +83,14 @@ class ReplaySource(SourceBase):
         return self._t0_ns + int(round(stop_plane * 1e9 / (self.rate_hz * self.speed)))
 
     def _next_range(self) -> tuple[int, int] | None:
+        """The recording's planes of the next block; steps ``next_plane`` over a gap first."""
         if not self.loop and self.next_plane >= self.n_file_planes:
             return None
         offset = self.next_plane % self.n_file_planes
-        n = min(self.block_planes, self.n_file_planes - offset)
-        return offset, offset + n
+        present = self.recording.next_present(offset)
+        self.next_plane += present - offset  # a gap (never at the end: a recording ends on a stored plane)
+        n = min(self.block_planes, self.recording.run_stop(present) - present)
+        return present, present + n
 
     # -- protocol -------------------------------------------------------------------------------
     def read(self, timeout_s: float | None = None) -> Read:

@@ -5,6 +5,11 @@ default key is the centre plane; ``OUT.npy`` holds float32 ``(frames, H, W)`` ra
 (one frame), a folder of PNGs or a video are 8-bit pictures on ``--scale``: ``auto`` normalises each
 frame on its own (min black, max white), a number S shows value v as v/S*255 for every frame
 (``firmware_io.frame_files``). A progress bar runs on stderr when it is a terminal.
+
+FILE may be a recording folder (``spike-edge run --record``). Its plane indices follow the recorded
+stream, gaps included; a window that would include planes the stream lacked is never reconstructed:
+``--every`` skips those windows (counted in ``skipped_windows``, like the live daemon, which resumes
+after a gap with the same keys), and a ``--key`` whose window includes a gap is an error.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str) -> float | No
 
 
 @click.command("reconstruct", epilog=NPZ_MEMORY_NOTE)
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path())
 @click.option("--method", type=click.Choice(METHOD_NAMES), required=True, help="Reconstruction method.")
 @click.option("--window", type=click.IntRange(min=1), help="Window length in planes (classical methods; networks are fixed).")
 @click.option("--key", type=click.IntRange(min=0), help="Key plane of the single output frame (default: centre plane).")
@@ -49,7 +54,12 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str) -> float | No
 @click.option("--scale", default=AUTO_SCALE, show_default=True, callback=_scale, metavar="auto|S", help=SCALE_HELP)
 def reconstruct(file, method, window, key, every, out, height, width, with_head, allow_partial, layout, checkpoint,
                 engine, backend, device, batch, fps, scale):
-    """Reconstruct frames from a recording with TFP, TFI, LRN or STIR."""
+    """Reconstruct frames from a recording (file or recording folder) with TFP, TFI, LRN or STIR.
+
+    A recording folder (run --record) keeps its stream's plane indices; windows that would include
+    planes the stream lacked are skipped with --every (counted as skipped_windows, the same keys a
+    live replay of the folder publishes) and refused with --key.
+    """
     if key is not None and every is not None:
         fail("give --key or --every, not both")
     with open_recording_or_fail(file, height, width, with_head, allow_partial, layout) as rec:
@@ -61,17 +71,27 @@ def reconstruct(file, method, window, key, every, out, height, width, with_head,
         except (FileNotFoundError, ValueError) as exc:  # CheckpointError and EngineMismatch are ValueErrors
             fail(str(exc))
         window_planes = recon.window_planes
+        skipped = 0
         try:
             if every is not None:
                 keys = keys_every(rec.n_planes, window_planes, every)
                 if not keys:
                     fail(f"{rec.path} has {rec.n_planes} planes, fewer than one {window_planes}-plane window")
+                kept = [k for k in keys if rec.gap_in(*window_range(k, window_planes)) is None]
+                skipped, keys = len(keys) - len(kept), kept
+                if not keys:
+                    fail(f"every {window_planes}-plane window of {rec.path} includes planes that were not recorded")
             else:
                 keys = [default_key(rec.n_planes) if key is None else key]
                 check_window_fits(keys[0], window_planes, rec.n_planes)
+                gap = rec.gap_in(*window_range(keys[0], window_planes))
+                if gap is not None:
+                    fail(f"the window {list(window_range(keys[0], window_planes))} of key {keys[0]} includes planes "
+                         f"[{gap.start}, {gap.stop}) that {rec.path} does not hold ({gap.cause.value}); choose another --key")
         except ValueError as exc:
             fail(str(exc))
-        click.echo(f"{method}: {len(keys)} frame(s), window {window_planes} planes, backend {recon.backend}", err=True)
+        click.echo(f"{method}: {len(keys)} frame(s), window {window_planes} planes, backend {recon.backend}"
+                   + (f"; {skipped} window(s) skipped: they include planes not recorded" if skipped else ""), err=True)
         try:
             with sigterm_as_exception(), FrameSink(out, len(keys), rec.geometry.shape, fps=fps, scale=scale) as sink, \
                     progress_bar(total=len(keys), desc=method, unit="frame") as progress:
@@ -86,4 +106,5 @@ def reconstruct(file, method, window, key, every, out, height, width, with_head,
         except Terminated as exc:
             fail(f"{exc} before {out} was complete", ExitCode.INCOMPLETE)
     click.echo(json.dumps({"out": str(out), "frames": len(keys), "first_key": keys[0], "last_key": keys[-1],
-                           "window": window_planes, "method": method, "backend": recon.backend}))
+                           "window": window_planes, "method": method, "backend": recon.backend,
+                           "skipped_windows": skipped}))

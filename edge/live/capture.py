@@ -42,6 +42,12 @@ header for every stats reply and heartbeat); the alternative, the source's own `
 shipped through the event queue, would add pickling in the capture loop and a second, delayed
 view of the same numbers.
 
+Raw recording (``--record``, ``edge.live.recorder``): the daemon also hands over the name of the
+record ring; each block written to the plane ring is then copied into it too (same indices, same
+writer policy, so a live capture never waits for the recorder), until the recorder raises that ring's
+stop flag (it stopped or failed). The plane ring's final state is copied to it when the loop ends, so
+the recorder knows when it has everything.
+
 The child ignores SIGINT (the daemon owns shutdown and tells the child through the ring's stop
 flag), stops on SIGTERM, and stops by itself when its parent disappears.
 """
@@ -71,13 +77,15 @@ STATUS_PERIOD_S = 0.5
 
 
 # -- the child process ----------------------------------------------------------------------------
-def capture_main(spec: SourceConfig, ring_name: str, events, parent_pid: int) -> None:
+def capture_main(spec: SourceConfig, ring_name: str, events, parent_pid: int,
+                 record_ring_name: str | None = None) -> None:
     """Entry point of the capture process. Exit code 0 (end-of-stream or stopped) or 3 (failure)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
     ring = SpikeRing.attach(ring_name)
     ring.set("writer_pid", os.getpid())
+    record = SpikeRing.attach(record_ring_name) if record_ring_name else None
     code = 0
     try:
         try:
@@ -90,14 +98,18 @@ def capture_main(spec: SourceConfig, ring_name: str, events, parent_pid: int) ->
             with source:
                 ring.set("state", int(WriterState.RUNNING))
                 events.put(("started", {"geometry": str(source.geometry), "rate_hz": float(source.rate_hz)}))
-                code = _capture_loop(source, ring, events, spec, stop, parent_pid)
+                code = _capture_loop(source, ring, events, spec, stop, parent_pid, record)
     finally:
+        if record is not None:  # nothing more comes: the recorder writes what it has, then ends
+            record.set("state", ring.get("state") if ring.finished else int(WriterState.STOPPED))
+            record.close()
         ring.close()
     if code:
         sys.exit(code)  # multiprocessing turns this into the exit code (after flushing the queue)
 
 
-def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dict, parent_pid: int) -> int:
+def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dict, parent_pid: int,
+                  record: SpikeRing | None = None) -> int:
     kind = kind_of(spec).value
     offset = 0  # rebase for sources whose plane counter goes back (camera restart)
     last_error_event = 0.0
@@ -107,7 +119,8 @@ def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dic
     status_of = getattr(source, "status", None)  # a source's own report (the camera's library), if it has one
     next_status_at, last_status = 0.0, None
     check_parent_at = time.monotonic()
-    should_stop = lambda: stop["flag"] or ring.stop_requested  # noqa: E731
+    # (the parent check also frees a writer waiting for ring space when the daemon was killed)
+    should_stop = lambda: stop["flag"] or ring.stop_requested or os.getppid() != parent_pid  # noqa: E731
     while True:
         if should_stop():
             ring.set("state", int(WriterState.STOPPED))
@@ -143,6 +156,10 @@ def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dic
                 ring.add("discontinuities")
                 events.put(("discontinuity", f"source plane index went back to {block.first_plane}; rebased to {first}"))
             ring.write(first, block.planes, block.capture_t_ns, should_stop=should_stop)
+            if record is not None and record.stop_requested:
+                record = None  # the recorder stopped or failed: feed it no more
+            if record is not None:  # the raw recording's copy
+                record.write(first, block.planes, block.capture_t_ns, should_stop=should_stop)
             if schedule is not None:
                 behind_ns = schedule.behind_ns(block)
                 ring.set("behind_us", behind_ns // 1000)
@@ -186,13 +203,14 @@ def _mirror_source_counters(source, ring: SpikeRing) -> None:
 class CaptureProcess:
     """Starts, watches and stops the capture child."""
 
-    def __init__(self, spec: SourceConfig, ring: SpikeRing) -> None:
+    def __init__(self, spec: SourceConfig, ring: SpikeRing, record_ring: SpikeRing | None = None) -> None:
         self.spec = spec
         self.ring = ring
         ctx = mp.get_context("spawn")
         self.events = ctx.Queue()
-        self.process = ctx.Process(target=capture_main, args=(spec, ring.name, self.events, os.getpid()),
-                                   name="spike-capture", daemon=True)
+        self.process = ctx.Process(target=capture_main, name="spike-capture", daemon=True,
+                                   args=(spec, ring.name, self.events, os.getpid(),
+                                         record_ring.name if record_ring is not None else None))
 
     def start(self) -> None:
         self.process.start()

@@ -3,8 +3,9 @@
 Fields are enums and typed values: ``method`` (``Method``), ``backend`` (``BackendName``), ``device``
 (``DeviceSetting``: a ``Device`` or ``auto``), ``policy`` (``WorkerPolicy``; None: ``all`` for a
 deterministic replay, ``latest`` for live sources), ``dtype`` (a ``PayloadDtype`` the daemon
-publishes), hop, window and ring sizes in planes, the ring's cap in MB, endpoints, and the source
-(``edge.live.sources``).
+publishes), hop, window and ring sizes in planes, the ring's cap in MB, endpoints, the source
+(``edge.live.sources``) and the raw recording (``record*``: ``recording`` gives them as
+``edge.live.recorder.RecordSettings``).
 
 Each setting is checked and converted once, where it enters, by its ``parse_*`` function
 (``ValueError`` quoting the value): the command line and a TOML ``--config`` file through
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.live.options import Option, spellings, to_int, to_member, to_text
+from edge.live.options import Option, spellings, to_float, to_int, to_member, to_text
+from edge.live.recorder import DEFAULT_BUFFER_MB, DEFAULT_MIN_FREE_MB, DEFAULT_SEGMENT_MB, MB, RecordSettings
 from edge.live.sources import SourceConfig, selectors, source_from_options, source_options
 from edge.live.worker import DEFAULT_HOP_PLANES, DEFAULT_MAX_BATCH, WorkerPolicy
 from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL
@@ -98,6 +100,50 @@ def parse_wait_subscribers(value: Any) -> int:
     return to_int(value, "wait_subscribers", minimum=0)
 
 
+def parse_record(value: Any) -> str:
+    """The folder a raw recording goes to."""
+    return to_text(value, "record")
+
+
+def parse_record_segment_mb(value: Any) -> float:
+    """Segment size in MB (10^6 bytes): a positive number."""
+    return to_float(value, "record_segment_mb", positive=True)
+
+
+def parse_record_buffer_mb(value: Any) -> float:
+    """The recorder's buffer in MB: a positive number."""
+    return to_float(value, "record_buffer_mb", positive=True)
+
+
+def parse_record_max_mb(value: Any) -> float:
+    """The recording's quota in MB: a positive number."""
+    return to_float(value, "record_max_mb", positive=True)
+
+
+def parse_record_min_free_mb(value: Any) -> float:
+    """Free space to leave on the recording's file system, in MB: a number >= 0."""
+    number = to_float(value, "record_min_free_mb")
+    if number < 0:
+        raise ValueError(f"record_min_free_mb must be >= 0, got {value!r}")
+    return number
+
+
+#: The options of the raw recording (``edge.live.recorder``); the others need ``--record``.
+RECORD_OPTIONS: tuple[Option, ...] = (
+    Option("record", Path, parse_record, value_name="DIR",
+           help="Record every captured plane, bit for bit, into rotating .dat segments with JSON sidecars in DIR "
+                "(a new folder; read it back with info/reconstruct/run --replay DIR)."),
+    Option("record_segment_mb", float, parse_record_segment_mb, default=DEFAULT_SEGMENT_MB, show_default=True,
+           help="Segment size in MB (10^6 bytes)."),
+    Option("record_buffer_mb", float, parse_record_buffer_mb, default=DEFAULT_BUFFER_MB, show_default=True,
+           help="The recorder's shared-memory buffer in MB. Live sources never wait for the recorder: when it "
+                "falls this far behind it drops planes (counted); a deterministic --replay waits for it instead."),
+    Option("record_max_mb", float, parse_record_max_mb,
+           help="Quota in MB: the recording stops (counted, the stream goes on) before it would exceed it."),
+    Option("record_min_free_mb", float, parse_record_min_free_mb, default=DEFAULT_MIN_FREE_MB, show_default=True,
+           help="Stop the recording before the file system would have less than this free (MB)."),
+)
+
 #: The daemon's own options (the sources' are in ``edge.live.sources``), in command-line order.
 OPTIONS: tuple[Option, ...] = (
     Option("method", str, parse_method, choices=spellings(Method), default=DEFAULT_METHOD.value, show_default=True),
@@ -123,6 +169,7 @@ OPTIONS: tuple[Option, ...] = (
            help="REP control address."),
     Option("wait_subscribers", int, parse_wait_subscribers, default=0, show_default=True,
            help="Start streaming once N frame subscribers are connected."),
+    *RECORD_OPTIONS,
 )
 
 
@@ -145,6 +192,11 @@ class DaemonConfig:
     control: str = DEFAULT_CONTROL_URL
     wait_subscribers: int = 0
     max_batch: int = DEFAULT_MAX_BATCH
+    record: str | None = None  # the recording folder; None: no recording
+    record_segment_mb: float = DEFAULT_SEGMENT_MB
+    record_buffer_mb: float = DEFAULT_BUFFER_MB
+    record_max_mb: float | None = None
+    record_min_free_mb: float = DEFAULT_MIN_FREE_MB
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], given: Collection[str] = ()) -> DaemonConfig:
@@ -160,6 +212,10 @@ class DaemonConfig:
         if unknown:
             raise ValueError(f"unknown options {unknown}; known: {', '.join(sorted(known))}")
         source = source_from_options(options, given)
+        if options.get("record") is None:
+            needing = [option.flag for option in RECORD_OPTIONS[1:] if option.name in given]
+            if needing:
+                raise ValueError(f"{', '.join(needing)} appl{'y' if len(needing) > 1 else 'ies'} with --record DIR")
         daemon = {option.name: options[option.name] if option.name in options else option.default_value()
                   for option in OPTIONS}
         return cls(source=source, **daemon)
@@ -169,6 +225,16 @@ class DaemonConfig:
         if self.policy is not None:
             return self.policy
         return WorkerPolicy.LATEST if self.source.live else WorkerPolicy.ALL
+
+    @property
+    def recording(self) -> RecordSettings | None:
+        """The raw recording's settings in bytes, or None without ``--record``."""
+        if self.record is None:
+            return None
+        return RecordSettings(folder=self.record, segment_bytes=int(self.record_segment_mb * MB),
+                              buffer_bytes=int(self.record_buffer_mb * MB),
+                              max_bytes=None if self.record_max_mb is None else int(self.record_max_mb * MB),
+                              min_free_bytes=int(self.record_min_free_mb * MB))
 
     @property
     def deterministic(self) -> bool:

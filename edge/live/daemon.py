@@ -29,6 +29,10 @@ worker had to give up a window for), ``source_dropped_blocks`` (the camera queue
 ``source_late_blocks`` and ``source_behind_ms`` (a live simulator that cannot keep up with its
 rate). The first frame after any loss carries ``discontinuity``.
 
+Raw recording (``--record DIR``, ``edge.live.recorder``): a recorder process beside the capture
+writes every captured plane into DIR through its own buffer; it never holds up the capture in live
+modes, and what it drops or why it stopped is in ``stats`` (``record_*``), ``health`` and the log.
+
 State (``DaemonState``, the ``state`` of ``health`` and ``stats``): ``starting`` until the capture
 has started, ``running``, then ``ended`` (a finite source ended), ``failed`` or ``stopping``.
 
@@ -63,6 +67,7 @@ import zmq
 
 from edge.reconstruction.backends import BackendUnavailable, make_reconstructor
 from edge.live.capture import CaptureProcess
+from edge.live.recorder import RecorderProcess, RecordSettings, record_health_off, record_stats_off
 from edge.live.config import DaemonConfig, parse_hop, parse_method, parse_policy, parse_window, resolve_device
 from edge.live.control import ControlServer
 from edge.live.publisher import Publisher
@@ -75,6 +80,7 @@ from edge.live.worker import Worker
 from edge.reconstruction.backends.base import Device
 from edge.reconstruction.methods import Method
 from firmware_io.contract import now_ns
+from firmware_io.segments import prepare_folder
 from firmware_io.exits import ExitCode
 
 log = logging.getLogger("edge.live.daemon")
@@ -124,6 +130,7 @@ class Daemon:
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
         self.context: zmq.Context | None = None
+        self.recorder: RecorderProcess | None = None
 
     # -- setup ------------------------------------------------------------------------------------
     def _build_reconstructor(self, method: Method, window: int | None):
@@ -188,7 +195,9 @@ class Daemon:
             self.control = ControlServer(cfg.control, self.handle_control, context=self.context)
         except BindError as exc:
             raise DaemonError(ExitCode.BIND_FAILED, str(exc)) from exc
-        self.capture = CaptureProcess(cfg.source, self.ring)
+        if cfg.recording is not None:
+            self._start_recorder(cfg.recording, writer_policy)
+        self.capture = CaptureProcess(cfg.source, self.ring, self.recorder.ring if self.recorder else None)
         self.capture.start()
         rate = cfg.source.rate_hz
         log.info(
@@ -201,6 +210,37 @@ class Daemon:
             self.ring.nbytes / 1e6, writer_policy.value,
             "lossless (subscribers flow-control the replay)" if cfg.deterministic else "live (drops at HWM)",
             self.publisher.endpoint, self.control.endpoint, self.stream_id)
+
+    def _start_recorder(self, settings: RecordSettings, writer_policy: WriterPolicy) -> None:
+        """The record ring and the recorder process, recording before the capture starts."""
+        try:
+            prepare_folder(settings.folder)
+            ring = SpikeRing.create(settings.buffer_planes(self.geometry), self.geometry, policy=writer_policy,
+                                    rate_hz=self.config.source.rate_hz)
+        except (ValueError, OSError) as exc:
+            raise DaemonError(ExitCode.BAD_INPUT, f"cannot record: {exc}") from exc
+        source = self.config.source
+        self.recorder = RecorderProcess(settings, ring, meta={"stream_id": self.stream_id,
+                                                              "source": f"{kind_of(source).value} {source.label()}"})
+        started = self.recorder.start()
+        self._poll_recorder()
+        if not started:
+            raise DaemonError(ExitCode.BAD_INPUT,
+                              f"cannot record: {self.recorder.stop_reason or 'the recorder did not start'}")
+        log.info("recording into %s: segments of %g MB, buffer %d planes (%g MB, writer %s)", settings.folder,
+                 settings.segment_bytes / 1e6, ring.capacity, round(ring.nbytes / 1e6, 1), writer_policy.value)
+
+    def _on_record_event(self, kind: str, text: str) -> None:
+        self.events_log.append(f"{kind}: {text}")
+        if kind in ("record-dropped", "record-stopped", "record-failed"):
+            log.warning("%s: %s", kind, text)
+        else:
+            log.info("%s: %s", kind, text)
+
+    def _poll_recorder(self) -> None:
+        if self.recorder is not None:
+            for kind, text in self.recorder.poll_events():
+                self._on_record_event(kind, text)
 
     # -- signals ----------------------------------------------------------------------------------
     def request_stop(self, reason: str = "stopped") -> None:
@@ -233,6 +273,7 @@ class Daemon:
         self.publisher.poll_subscriptions()
         for kind, payload in self.capture.poll_events():
             self._on_capture_event(kind, payload)
+        self._poll_recorder()
         if now_ns() >= self._next_heartbeat_ns:
             self._send_heartbeat()
 
@@ -352,6 +393,7 @@ class Daemon:
         self.control.serve()
         for kind, payload in self.capture.poll_events():
             self._on_capture_event(kind, payload)
+        self._poll_recorder()
 
     # -- heartbeats and stats ---------------------------------------------------------------------
     def _send_heartbeat(self) -> None:
@@ -395,6 +437,7 @@ class Daemon:
             "capture_to_publish_ms_p99": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
             "control_requests": self.control.requests if self.control else 0,
             "control_errors": self.control.errors if self.control else 0,
+            **(self.recorder.stats() if self.recorder else record_stats_off()),
         }
 
     # -- control ----------------------------------------------------------------------------------
@@ -410,6 +453,7 @@ class Daemon:
             "ring_writer_policy": self.ring.policy.value, "pub": self.publisher.endpoint,
             "control": self.control.endpoint, "frames_per_s_nominal": cfg.source.rate_hz / self.worker.hop_planes,
             "source_status": self.source_status,
+            "record": self.recorder.settings.describe() if self.recorder else None,
         }
 
     def health(self) -> dict[str, Any]:
@@ -421,6 +465,7 @@ class Daemon:
             "writer_age_s": None if not writer_t else (now - writer_t) / 1e9,
             "uptime_s": (now - self.started_ns) / 1e9, "recent_events": list(self.events_log),
             "source_status": self.source_status,
+            **(self.recorder.health() if self.recorder else record_health_off()),
         }
 
     def apply_settings(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -487,5 +532,21 @@ class Daemon:
             self.control.close()
         if self.context is not None:
             self.context.term()
+        if self.recorder is not None:
+            self._finish_recording()
         if self.ring is not None:
             self.ring.close()
+
+    def _finish_recording(self) -> None:
+        """Let the recorder write what it holds and close its last segment; log what was recorded."""
+        recorder = self.recorder
+        if recorder.alive:
+            log.info("finishing the recording (%d planes still to write)", recorder.stats()["record_behind_planes"])
+        recorder.finish(int(WriterState.STOPPED))
+        self._poll_recorder()
+        stats = recorder.stats()
+        log.info("recorded %d planes (%.1f MB) in %d segment(s) into %s; dropped %d planes in %d drop(s); "
+                 "recording %s", stats["record_planes"], stats["record_bytes"] / 1e6, stats["record_segments"],
+                 recorder.settings.folder, stats["record_dropped_planes"], stats["record_drops"],
+                 stats["record_state"] + (f" ({recorder.stop_reason})" if recorder.stop_reason else ""))
+        recorder.close()

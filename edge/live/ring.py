@@ -407,6 +407,8 @@ class SpikeRing:
             self.add("source_gap_planes", first_plane - committed)
         c = self.capacity
         if self.policy is WriterPolicy.BLOCK:
+            if not self._pass_gap(first_plane, should_stop):
+                return 0
             stored = 0
             for offset in range(0, n, c):
                 chunk = planes[offset: offset + c]
@@ -428,6 +430,28 @@ class SpikeRing:
             self.add("overwritten_unread", hi - lo)
         self._store(first_plane, planes, capture_t_ns)
         return n
+
+    def _pass_gap(self, first_plane: int, should_stop: Callable[[], bool] | None) -> bool:
+        """``block`` policy, before a block that skips planes: publish that the skipped planes will never come.
+
+        ``committed`` moves across the gap at most a ring past what the reader has released, so the reader
+        reads those planes as a source gap (never as lapped: nothing it has not released is below
+        ``committed - capacity``) and releases past them; a gap longer than the ring is passed a ring at
+        a time instead of leaving writer and reader both waiting. False: asked to stop meanwhile.
+        """
+        waited = False
+        while self.committed < first_plane:
+            self.set("committed", min(first_plane, self.get("release") + self.capacity))
+            if self.committed >= first_plane:
+                break
+            if self.stop_requested or (should_stop is not None and should_stop()):
+                return False
+            if not waited:
+                self.add("writer_waits")
+                waited = True
+            self.set("writer_t_ns", time.monotonic_ns())
+            time.sleep(POLL_S)
+        return True
 
     def _wait_for_space(self, stop_plane: int, should_stop: Callable[[], bool] | None) -> bool:
         waited = False

@@ -12,6 +12,13 @@ p50/p99 latency capture -> publish and capture -> receive (one monotonic clock f
 ``--find-max`` then raises the plane rate until the run has overruns or falls short of the
 nominal frame rate by more than 1 %, and bisects between the last pass and the first failure.
 Figures depend on what else the machine is doing; report them with the load.
+
+``--height/--width`` set the geometry of the generated recording (e.g. 1000x1000). ``--record
+[DIR]`` runs the daemon with ``--record`` (into a fresh folder per run under DIR, kept; without DIR
+a temporary one, removed) and reports, for the measured window: planes recorded, captured and
+dropped by the recorder, the sustained write rate (MB/s, 10^6 bytes), the recorder's state and how
+far behind it was at the end; after the daemon has stopped, what the folder holds (planes, gaps,
+open segments). ``record_passed``: nothing dropped and still recording.
 """
 
 from __future__ import annotations
@@ -36,20 +43,22 @@ from edge.reconstruction.backends.base import BackendName
 from edge.reconstruction.methods import Method
 from edge.protocol.wire import FrameHeader, decode
 from edge.protocol.client import ControlTimeout, request
-from firmware_io.contract import DEFAULT_GEOMETRY, DEFAULT_RATE_HZ
+from edge.live.recorder import DEFAULT_SEGMENT_MB
+from firmware_io.contract import DEFAULT_GEOMETRY, DEFAULT_RATE_HZ, Geometry
 from firmware_io.dat import DatWriter
+from firmware_io.recording import open_recording
 
 BENCH_PLANES = 2000
 
 
-def make_bench_recording(folder: Path, n_planes: int = BENCH_PLANES) -> Path:
-    """A 250x400 ``.dat`` of random planes (bit density 0.5; TFP cost does not depend on content)."""
-    path = folder / "bench_250x400.dat"
+def make_bench_recording(folder: Path, n_planes: int = BENCH_PLANES, geometry: Geometry = DEFAULT_GEOMETRY) -> Path:
+    """A ``.dat`` of random planes (bit density 0.5; TFP cost does not depend on content)."""
+    path = folder / f"bench_{geometry}.dat"
     rng = np.random.default_rng(1)
-    with DatWriter(path, DEFAULT_GEOMETRY) as writer:
+    with DatWriter(path, geometry) as writer:
         for start in range(0, n_planes, 200):
             n = min(200, n_planes - start)
-            writer.write_packed(rng.integers(0, 256, (n, DEFAULT_GEOMETRY.plane_bytes), dtype=np.uint8))
+            writer.write_packed(rng.integers(0, 256, (n, geometry.plane_bytes), dtype=np.uint8))
     return path
 
 
@@ -65,12 +74,17 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def run_trial(path: Path, *, rate_hz: float, seconds: float, warmup_s: float, hop: int, method: str, backend: str,
-              ring_planes: int, policy: str, log_path: Path) -> dict[str, Any]:
+              ring_planes: int, policy: str, log_path: Path, geometry: Geometry | None = None,
+              record: Path | None = None, record_segment_mb: float = DEFAULT_SEGMENT_MB) -> dict[str, Any]:
     pub, ctl = loopback_urls()
     cmd = [*EDGE, "run", "--replay", str(path), "--realtime", "--loop", "--rate-hz", str(rate_hz),
            "--hop", str(hop), "--method", method, "--backend", backend, "--ring-planes", str(ring_planes),
            "--policy", policy,
            "--bind", pub, "--control", ctl]
+    if geometry is not None:
+        cmd += ["--height", str(geometry.height), "--width", str(geometry.width)]
+    if record is not None:
+        cmd += ["--record", str(record), "--record-segment-mb", str(record_segment_mb)]
     ctx = zmq.Context()
     with open(log_path, "wb") as log_f:
         proc = subprocess.Popen(cmd, stdout=log_f, stderr=subprocess.STDOUT)
@@ -94,7 +108,7 @@ def run_trial(path: Path, *, rate_hz: float, seconds: float, warmup_s: float, ho
             while time.monotonic() < warm_end:
                 if sub.poll(50):
                     sub.recv_multipart()
-            before = _stats(ctl)
+            before, before_t = _stats(ctl), time.monotonic()
             rows = []
             end = time.monotonic() + seconds
             while time.monotonic() < end:
@@ -105,10 +119,10 @@ def run_trial(path: Path, *, rate_hz: float, seconds: float, warmup_s: float, ho
                     if isinstance(msg, tuple):
                         h = msg[0]
                         rows.append((h.seq, h.publish_t_ns, h.capture_t_ns, recv_t))
-            after = _stats(ctl)
+            after, after_t = _stats(ctl), time.monotonic()
             sub.close(0)
         finally:
-            stop(proc, timeout_s=5)
+            stop(proc, timeout_s=5 if record is None else 60)  # a recording writes its buffer out first
             ctx.destroy(0)
     nominal = rate_hz / hop
     result: dict[str, Any] = {"rate_hz": rate_hz, "hop": hop, "method": method, "policy": policy, "nominal_fps": nominal,
@@ -132,7 +146,30 @@ def run_trial(path: Path, *, rate_hz: float, seconds: float, warmup_s: float, ho
     fps = result.get("published_fps") or 0.0
     result["passed"] = (result.get("ring_overrun_planes", 1) == 0 and result.get("ring_overwritten_unread", 1) == 0
                         and fps >= 0.99 * nominal)
+    if record is not None:
+        result["record"] = _record_figures(before, after, after_t - before_t, record)
     return result
+
+
+def _record_figures(before: dict[str, Any], after: dict[str, Any], elapsed_s: float, folder: Path) -> dict[str, Any]:
+    """What the recorder did in the measured window (stats deltas) and what its folder holds after the stop."""
+    delta = {key: int(after.get(key, 0)) - int(before.get(key, 0))
+             for key in ("planes_captured", "record_planes", "record_bytes", "record_dropped_planes", "record_drops")}
+    out: dict[str, Any] = {
+        "planes_captured": delta["planes_captured"], "planes_recorded": delta["record_planes"],
+        "planes_dropped": delta["record_dropped_planes"], "drops": delta["record_drops"],
+        "write_mb_per_s": round(delta["record_bytes"] / 1e6 / elapsed_s, 1) if elapsed_s > 0 else None,
+        "state_at_end": after.get("record_state"), "behind_planes_at_end": after.get("record_behind_planes"),
+    }
+    out["passed"] = out["planes_dropped"] == 0 and out["state_at_end"] == "recording"
+    try:
+        with open_recording(folder) as rec:
+            out["folder"] = {"path": str(folder), "recorded_planes": rec.recorded_planes,
+                             "gap_planes": rec.n_planes - rec.recorded_planes, "segments": len(rec.segments),
+                             "open_segments": rec.open_segments}
+    except (OSError, ValueError) as exc:
+        out["folder"] = {"path": str(folder), "error": str(exc)}
+    return out
 
 
 def _print_trial(r: dict[str, Any]) -> None:
@@ -143,18 +180,33 @@ def _print_trial(r: dict[str, Any]) -> None:
           f"{r.get('capture_to_publish_ms_p50')}/{r.get('capture_to_publish_ms_p99')} ms, capture->receive p50/p99 "
           f"{r.get('capture_to_receive_ms_p50')}/{r.get('capture_to_receive_ms_p99')} ms -> "
           f"{'PASS' if r['passed'] else 'FAIL'}", flush=True)
+    if "record" in r:
+        rec = r["record"]
+        print(f"  record: {rec['planes_recorded']} planes recorded of {rec['planes_captured']} captured in the "
+              f"measured window, {rec['planes_dropped']} dropped in {rec['drops']} drop(s), {rec['write_mb_per_s']} MB/s "
+              f"written, state {rec['state_at_end']}, {rec['behind_planes_at_end']} planes behind at the end; "
+              f"folder after the stop: {rec['folder']} -> {'PASS' if rec['passed'] else 'FAIL'}", flush=True)
 
 
 def run_bench(file: str | None, *, seconds: float, warmup_s: float, rate_hz: float, hop: int, method: str,
-              backend: str, ring_planes: int, policy: str, find_max: bool, as_json: bool) -> dict[str, Any]:
+              backend: str, ring_planes: int, policy: str, find_max: bool, as_json: bool,
+              geometry: Geometry | None = None, record: str | None = None,
+              record_segment_mb: float = DEFAULT_SEGMENT_MB) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="spike-bench-") as tmp:
         tmp_path = Path(tmp)
-        path = Path(file) if file else make_bench_recording(tmp_path)
+        path = Path(file) if file else make_bench_recording(tmp_path, geometry=geometry or DEFAULT_GEOMETRY)
         common = dict(seconds=seconds, warmup_s=warmup_s, hop=hop, method=method, backend=backend,
-                      ring_planes=ring_planes, policy=policy)
-        trial = lambda rate, secs=seconds: run_trial(path, **{**common, "seconds": secs}, rate_hz=rate,  # noqa: E731
-                                                     log_path=tmp_path / f"daemon_{int(rate)}.log")
-        report: dict[str, Any] = {"file": str(file or "generated 250x400 random planes"), "cpu_count": os.cpu_count(),
+                      ring_planes=ring_planes, policy=policy, geometry=geometry, record_segment_mb=record_segment_mb)
+        record_root = None if record is None else (Path(record) if record else tmp_path / "recordings")
+        runs = iter(range(1, 1000))
+
+        def trial(rate: float, secs: float = seconds) -> dict[str, Any]:
+            folder = None if record_root is None else record_root / f"run-{next(runs):03d}-{int(rate)}hz"
+            return run_trial(path, **{**common, "seconds": secs}, rate_hz=rate, record=folder,
+                             log_path=tmp_path / f"daemon_{int(rate)}.log")
+
+        generated = f"generated {geometry or DEFAULT_GEOMETRY} random planes"
+        report: dict[str, Any] = {"file": str(file or generated), "cpu_count": os.cpu_count(),
                                   "load_avg_1m": os.getloadavg()[0]}
         main = trial(rate_hz)
         report["run"] = main
@@ -211,11 +263,24 @@ def run_bench(file: str | None, *, seconds: float, warmup_s: float, rate_hz: flo
               help="Worker policy of the daemon under test (all: every window, lag shows as overruns; "
                    "latest: the live default, skips counted).")
 @click.option("--find-max", is_flag=True, help="Then search the highest plane rate sustained without overruns.")
+@click.option("--height", type=click.IntRange(min=1),
+              help=f"Plane height of the generated recording (default {DEFAULT_GEOMETRY.height}), or of FILE (.dat).")
+@click.option("--width", type=click.IntRange(min=1),
+              help=f"Plane width of the generated recording (default {DEFAULT_GEOMETRY.width}), or of FILE (.dat).")
+@click.option("--record", type=click.Path(file_okay=False), is_flag=False, flag_value="",
+              help="Run the daemon with --record: into a new folder per run under DIR (kept), or a temporary one "
+                   "(removed) when DIR is left out; report planes recorded/captured/dropped and MB/s.",
+              metavar="[DIR]")
+@click.option("--record-segment-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_SEGMENT_MB,
+              show_default=True, help="Segment size of the recording (MB).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def bench_pipeline(file, seconds, warmup, rate_hz, hop, method, backend, ring_planes, policy, find_max,
-                   as_json) -> None:
-    """Real-time replay through a daemon subprocess: published frames/s, overruns, skips, latency."""
+def bench_pipeline(file, seconds, warmup, rate_hz, hop, method, backend, ring_planes, policy, find_max, height, width,
+                   record, record_segment_mb, as_json) -> None:
+    """Real-time replay through a daemon subprocess: published frames/s, overruns, skips, latency;
+    with --record, what the recorder kept up with."""
     from edge.cli.bench.pipeline import run_bench
+    from edge.cli.common import geometry_option
 
     run_bench(file, seconds=seconds, warmup_s=warmup, rate_hz=rate_hz, hop=hop, method=method, backend=backend,
-              ring_planes=ring_planes, policy=policy, find_max=find_max, as_json=as_json)
+              ring_planes=ring_planes, policy=policy, find_max=find_max, as_json=as_json,
+              geometry=geometry_option(height, width), record=record, record_segment_mb=record_segment_mb)

@@ -1,10 +1,12 @@
-"""The replay source (``--replay FILE``): a recording (``.dat`` / ``.npz``) read by ``firmware_io.replay.ReplaySource``.
+"""The replay source (``--replay FILE``): a recording (``.dat`` / ``.npz`` / folder) read by ``firmware_io.replay.ReplaySource``.
 
 A ``.dat`` has no header: ``--height``/``--width`` (default 250x400) give its geometry and
 ``--with-head`` drops 16 extra head columns; an ``.npz`` knows its own. ``--layout`` says how a
 ``.dat`` lays out its planes (``firmware_io.layouts``); left out, the 1000x1000 PCIe rows are
 detected from their tags unless a geometry other than 1000x1000 is given. ``--rate-hz`` (default
-40 kHz) is the recorded rate. Without ``--realtime`` the replay is deterministic: it is read as fast
+40 kHz) is the recorded rate. A recording folder (``spike-edge run --record``) states its geometry
+and rate in its sidecars, which are the defaults then; its gaps reach the daemon as source gaps.
+Without ``--realtime`` the replay is deterministic: it is read as fast
 as the pipeline consumes it and every window is processed (not live). With ``--realtime`` it is
 paced at ``--rate-hz`` x ``--speed`` like a camera (live). ``--loop`` starts over at the end, plane
 indices increasing.
@@ -51,13 +53,13 @@ class ReplayConfig(SourceConfig):
     """A recording to replay (see the module docstring)."""
 
     SELECTOR: ClassVar[Option] = Option("replay", Path, parse_path, value_name="FILE",
-                                        help="Replay a recording (.dat / .npz).")
+                                        help="Replay a recording (.dat / .npz / recording folder).")
     OPTIONS: ClassVar[tuple[Option, ...]] = (REALTIME, RATE_HZ, SPEED, LOOP, HEIGHT, WIDTH, WITH_HEAD, LAYOUT,
                                              BLOCK_PLANES)
     NOTES: ClassVar[dict[str, str]] = {
-        "rate_hz": f"replay {DEFAULT_RATE_HZ:.0f} (default)",
-        "height": f".dat default {DEFAULT_GEOMETRY.height}",
-        "width": f".dat default {DEFAULT_GEOMETRY.width}",
+        "rate_hz": f"replay {DEFAULT_RATE_HZ:.0f} (default; a recording folder: its recorded rate)",
+        "height": f".dat default {DEFAULT_GEOMETRY.height} (a recording folder: its own)",
+        "width": f".dat default {DEFAULT_GEOMETRY.width} (a recording folder: its own)",
         "loop": "the replay",
     }
 
@@ -76,10 +78,14 @@ class ReplayConfig(SourceConfig):
     def from_options(cls, selected: str, *, realtime: bool, rate_hz: float | None, speed: float, loop: bool,
                      height: int | None, width: int | None, with_head: bool, layout: Layout | None,
                      block_planes: int) -> ReplayConfig:
+        from firmware_io.recording import recording_defaults
+
+        geometry, recorded_rate_hz = recording_defaults(selected)  # a recording folder's own; else the .dat defaults
+        geometry = geometry or DEFAULT_GEOMETRY
         return cls(path=selected, block_planes=block_planes, realtime=realtime,
-                   rate_hz=DEFAULT_RATE_HZ if rate_hz is None else rate_hz, speed=speed, loop=loop,
-                   with_head=with_head, height=DEFAULT_GEOMETRY.height if height is None else height,
-                   width=DEFAULT_GEOMETRY.width if width is None else width, layout=layout)
+                   rate_hz=(recorded_rate_hz or DEFAULT_RATE_HZ) if rate_hz is None else rate_hz, speed=speed,
+                   loop=loop, with_head=with_head, height=geometry.height if height is None else height,
+                   width=geometry.width if width is None else width, layout=layout)
 
     @property
     def live(self) -> bool:

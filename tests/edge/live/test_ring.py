@@ -184,6 +184,46 @@ def test_block_policy_loses_nothing_with_a_slow_reader():
         ring.close()
 
 
+def test_block_policy_passes_a_source_gap_longer_than_the_ring():
+    """A block after a gap of many ring lengths neither leaves writer and reader both waiting nor makes the
+    intact planes before the gap look lapped: the gap reads as a source gap, then the block arrives."""
+    pb = GEOM.plane_bytes
+    ring = SpikeRing.create(16, GEOM, policy=WriterPolicy.BLOCK)
+    try:
+        ring.write(0, planes_for(0, 10, pb), 0)
+        thread = threading.Thread(target=ring.write, args=(100, planes_for(100, 5, pb), 0))
+        thread.start()
+        reader = RingReader(ring)
+        got = reader.read(0, 10)
+        assert isinstance(got, Planes), got
+        check_planes(got, pb)
+        cursor, gaps = 10, []
+        reader.release(cursor)
+        deadline = time.monotonic() + 10
+        while cursor < 105 and time.monotonic() < deadline:
+            if ring.committed <= cursor:
+                time.sleep(0.0005)
+                continue
+            r = read_next(reader, cursor, 8)
+            if isinstance(r, Gap):
+                assert r.cause is GapCause.SOURCE_GAP and r.first_plane == cursor, r
+                gaps.append(r)
+                cursor = r.stop_plane
+            else:
+                check_planes(r, pb)
+                assert r.first_plane >= 100
+                cursor += r.n_planes
+            reader.release(cursor)
+        assert cursor == 105, f"stuck at plane {cursor} (committed {ring.committed})"
+        assert sum(g.n_lost for g in gaps) == 90 and ring.get("source_gap_planes") == 90
+        thread.join(5)
+        assert not thread.is_alive()
+    finally:
+        ring.request_stop()  # a writer still waiting gives up
+        thread.join(5)
+        ring.close()
+
+
 def test_block_policy_writer_stops_when_asked():
     ring = SpikeRing.create(4, GEOM, policy=WriterPolicy.BLOCK)
     try:
