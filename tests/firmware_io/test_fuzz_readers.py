@@ -193,4 +193,4 @@ def test_unknown_suffixes_are_refused(workdir, suffix):
     result, _ = open_bounded(path)
     if path.suffix.lower() in (".dat", ".npz"):
         return  # the readers above
-    assert isinstance(result, ValueError) and "expected .dat or .npz" in str(result)
+    assert isinstance(result, ValueError) and "expected .dat, .npz or a recording folder" in str(result)
