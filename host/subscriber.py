@@ -25,6 +25,8 @@ It follows ``edge.protocol.wire`` (the one contract) and adds what a client need
   recreated, ``stats.reconnects`` counts it. Heartbeats are always subscribed for this, even
   when the caller did not ask for them (they are then counted, not returned).
 - **End-of-stream** is sent a few times by the daemon; repeats are absorbed (returned once).
+- **CURVE.** ``curve=CurveClient.load(key_file, server_file)`` (``edge.protocol.security``) for a
+  daemon that runs with CURVE; a refused handshake means silence, and ``handshake_error`` says why.
 
 Design: latest-only could use ZMQ_CONFLATE, but CONFLATE breaks multipart messages, so it is
 done by hand. Once a drain has read anything it polls with 1 ms instead of 0 before calling the
@@ -58,6 +60,7 @@ from edge.protocol.wire import (
     WireError,
     decode,
 )
+from edge.protocol.security import CurveClient, HandshakeWatch
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +193,7 @@ class Subscriber:
         heartbeat_timeout_s: float = 3.0,
         reconnect: bool = True,
         context: zmq.Context | None = None,
+        curve: CurveClient | None = None,
     ) -> None:
         if not isinstance(url, str) or "://" not in url:
             raise ValueError(f"url must look like tcp://HOST:PORT, got {url!r}")
@@ -207,6 +211,8 @@ class Subscriber:
         self.timeout_s = timeout_s
         self.heartbeat_timeout_s = float(heartbeat_timeout_s)
         self.reconnect = reconnect
+        self.curve = curve
+        self._watch: HandshakeWatch | None = None
         self.stats = SubscriberStats()
         self.last_heartbeat: Heartbeat | None = None
         self.last_eos: EndOfStream | None = None
@@ -228,6 +234,9 @@ class Subscriber:
         sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
         for topic in dict.fromkeys((*self.topics, TOPIC_HEARTBEAT)):  # heartbeats always: liveness
             sock.setsockopt(zmq.SUBSCRIBE, topic)
+        if self.curve is not None:
+            self.curve.apply(sock)
+        self._watch = HandshakeWatch(sock, curve=self.curve is not None)
         sock.connect(self.url)
         self._sock = sock
         self._last_rx = time.monotonic()
@@ -235,6 +244,7 @@ class Subscriber:
     def _reconnect(self) -> None:
         log.info("no message from %s for %.1f s: reconnecting", self.url, self.heartbeat_timeout_s)
         if self._sock is not None:
+            self._watch.close()
             self._sock.close(linger=0)
         self.stats.reconnects += 1
         self._open_socket()
@@ -243,12 +253,18 @@ class Subscriber:
         if not self._closed:
             self._closed = True
             if self._sock is not None:
+                self._watch.close()
                 self._sock.close(linger=0)
                 self._sock = None
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def handshake_error(self) -> str | None:
+        """Why the daemon refused this subscriber's handshake (CURVE key or mechanism), None if it did not."""
+        return None if self._closed else self._watch.failure()
 
     def __enter__(self) -> Subscriber:
         return self

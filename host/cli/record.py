@@ -9,7 +9,8 @@ import click
 
 from firmware_io.exits import ExitCode, fail
 from firmware_io.atomic import Terminated, sigterm_as_exception
-from host.cli.common import subscriber_counters, dumps, open_subscriber
+from edge.protocol.security import CurveClient
+from host.cli.common import curve_options, no_stream_hint, subscriber_counters, dumps, open_subscriber
 from host.record import RecordingError, open_recorder
 
 
@@ -23,7 +24,9 @@ from host.record import RecordingError, open_recorder
               help="Fail if no frame arrives within this; stop if the stream goes silent (no heartbeat) this long.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
               help="Frame rate of a video output.")
-def record(url: str, out: Path, n_frames: int | None, seconds: float | None, timeout_s: float, fps: float) -> None:
+@curve_options
+def record(url: str, out: Path, n_frames: int | None, seconds: float | None, timeout_s: float, fps: float,
+           curve: CurveClient | None) -> None:
     """Record frames from URL until end-of-stream (default), --frames N or --seconds S; print a JSON summary."""
     if n_frames is not None and seconds is not None:
         raise click.UsageError("give at most one of --frames and --seconds")
@@ -34,7 +37,7 @@ def record(url: str, out: Path, n_frames: int | None, seconds: float | None, tim
     error: str | None = None
     start = time.monotonic()
     first_frame_t: float | None = None
-    with open_subscriber(url, topics=("frame", "eos")) as sub, sigterm_as_exception():
+    with open_subscriber(url, topics=("frame", "eos"), curve=curve) as sub, sigterm_as_exception():
         try:
             while stop_reason is None:
                 now = time.monotonic()
@@ -90,12 +93,12 @@ def record(url: str, out: Path, n_frames: int | None, seconds: float | None, tim
             "duration_s": round(time.monotonic() - start, 3),
         }
         heartbeats = sub.stats.heartbeats
+        hint = no_stream_hint(sub)
     if recorder is None:
         what = f"{heartbeats} heartbeats but no frame" if heartbeats else "no frames and no heartbeats"
         if stop_reason == "interrupt":
             fail(f"interrupted before any frame arrived from {url}; nothing written", ExitCode.NO_STREAM)
-        fail(f"nothing recorded: {what} from {url} within {timeout_s:g} s; is `spike-edge run` publishing there?",
-             ExitCode.NO_STREAM)
+        fail(f"nothing recorded: {what} from {url} within {timeout_s:g} s; {hint}", ExitCode.NO_STREAM)
     click.echo(dumps(summary))
     if error is not None:
         fail(f"recording stopped early: {error}; kept {summary['frames']} frames in {out}", ExitCode.INCOMPLETE)

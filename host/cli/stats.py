@@ -9,7 +9,8 @@ import click
 
 from firmware_io.exits import ExitCode, fail
 from host import stats as stream_stats
-from host.cli.common import subscriber_counters, dumps, open_subscriber
+from edge.protocol.security import CurveClient
+from host.cli.common import curve_options, no_stream_hint, subscriber_counters, dumps, open_subscriber
 from host.record import columns_from_rows, frame_row
 from host.subscriber import Subscriber
 
@@ -65,12 +66,13 @@ def _print_stats_table(report: dict[str, Any]) -> None:
 @click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Fail if nothing at all (not even a heartbeat) arrives within this.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def stats(url: str, seconds: float, warmup_s: float, timeout_s: float, as_json: bool) -> None:
+@curve_options
+def stats(url: str, seconds: float, warmup_s: float, timeout_s: float, as_json: bool, curve: CurveClient | None) -> None:
     """Measure fps, per-stage latency (p50/p90/p99/max), drops and gaps of the stream at URL."""
     rows: list[dict[str, Any]] = []
     eos = False
     start = time.monotonic()
-    with open_subscriber(url, topics=("frame", "eos")) as sub:
+    with open_subscriber(url, topics=("frame", "eos"), curve=curve) as sub:
         try:
             while True:
                 now = time.monotonic()
@@ -91,7 +93,7 @@ def stats(url: str, seconds: float, warmup_s: float, timeout_s: float, as_json: 
         duration_s = time.monotonic() - start
         if sub.last_message_t is None:
             fail(f"nothing arrived from {url} within {min(timeout_s, seconds):g} s (no frames, no heartbeats); "
-                 f"is `spike-edge run` publishing there?", ExitCode.NO_STREAM)
+                 f"{no_stream_hint(sub)}", ExitCode.NO_STREAM)
         report = {"url": url, "duration_s": duration_s}
         report.update(stream_stats.stream_report(columns_from_rows(rows), warmup_s))
         report["daemon"] = _daemon_counters(rows, sub)
