@@ -35,6 +35,8 @@ It follows ``edge.protocol.wire`` (the one contract) and adds what a client need
   recreated, ``stats.reconnects`` counts it. Heartbeats are always subscribed for this, even
   when the caller did not ask for them (they are then counted, not returned).
 - **End-of-stream** is sent a few times by the daemon; repeats are absorbed (returned once).
+- **CURVE.** ``curve=CurveClient.load(key_file, server_file)`` (``edge.protocol.security``) for a
+  daemon that runs with CURVE; a refused handshake means silence, and ``handshake_error`` says why.
 
 Design: latest-only could use ZMQ_CONFLATE, but CONFLATE breaks multipart messages, so it is
 done by hand. Once a drain has read anything it polls with 1 ms instead of 0 before calling the
@@ -78,6 +80,7 @@ from edge.protocol.wire import (
     WireError,
     decode,
 )
+from edge.protocol.security import CurveClient, HandshakeWatch
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +258,7 @@ class Subscriber:
         max_message_bytes: int | None = None,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         context: zmq.Context | None = None,
+        curve: CurveClient | None = None,
     ) -> None:
         if not isinstance(url, str) or "://" not in url:
             raise ValueError(f"url must look like tcp://HOST:PORT, got {url!r}")
@@ -281,10 +285,11 @@ class Subscriber:
         self._swap: _Swap | None = None
         self._backlog: collections.deque[tuple[int, list[bytes]]] = collections.deque()  # from a finished swap
         self._dedupe = False  # after a socket change without a common message: drop frames/heartbeats seen already
-        self._monitors: dict[zmq.Socket, zmq.Socket] = {}  # each SUB socket's EVENT_DISCONNECTED monitor
+        self._watches: dict[zmq.Socket, HandshakeWatch] = {}  # each SUB socket's monitor (handshakes, drops)
         self.timeout_s = timeout_s
         self.heartbeat_timeout_s = float(heartbeat_timeout_s)
         self.reconnect = reconnect
+        self.curve = curve
         self.stats = SubscriberStats()
         self.last_heartbeat: Heartbeat | None = None
         self.last_eos: EndOfStream | None = None
@@ -311,26 +316,23 @@ class Subscriber:
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         for topic in dict.fromkeys((*self.topics, TOPIC_HEARTBEAT)):  # heartbeats always: liveness
             sock.setsockopt(zmq.SUBSCRIBE, topic)
-        self._monitors[sock] = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if self.curve is not None:
+            self.curve.apply(sock)
+        self._watches[sock] = HandshakeWatch(sock, curve=self.curve is not None)
         sock.connect(self.url)
         return sock
 
     def _close_socket(self, sock: zmq.Socket) -> None:
-        monitor = self._monitors.pop(sock, None)
-        if monitor is not None:
-            sock.disable_monitor()
-            monitor.close(linger=0)
+        watch = self._watches.pop(sock, None)
+        if watch is not None:
+            watch.close()
         sock.close(linger=0)
 
     def _disconnected(self, sock: zmq.Socket) -> bool:
         """Whether libzmq dropped ``sock``'s connection since the last call. After a protocol error (a message
         over ZMQ_MAXMSGSIZE) libzmq does not reconnect by itself."""
-        monitor = self._monitors.get(sock)
-        dropped = False
-        while monitor is not None and monitor.poll(0, zmq.POLLIN):
-            monitor.recv_multipart(zmq.NOBLOCK)  # EVENT_DISCONNECTED is the only event asked for
-            dropped = True
-        return dropped
+        watch = self._watches.get(sock)
+        return watch is not None and watch.take_disconnects() > 0
 
     def _replace_dropped_socket(self) -> None:
         """The current socket lost its connection: keep what it had queued, then carry on with a new one
@@ -429,6 +431,12 @@ class Subscriber:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def handshake_error(self) -> str | None:
+        """Why the daemon refused this subscriber's handshake (CURVE key or mechanism), None if it did not."""
+        watch = None if self._closed else self._watches.get(self._sock)
+        return None if watch is None else watch.failure()
 
     def __enter__(self) -> Subscriber:
         return self

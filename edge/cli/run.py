@@ -77,6 +77,8 @@ def click_option(option: Option, help: str | None = None):
         return click.option(option.flag, is_flag=True, help=help)
     kwargs: dict[str, Any] = {"type": ParsedChoice(option) if option.choices else ParsedType(option),
                               "default": option.default, "show_default": option.show_default, "help": help}
+    if option.value_name is not None and not option.choices:
+        kwargs["metavar"] = option.value_name  # --curve-clients DIR
     if option.flag_value is not None:
         kwargs.update(is_flag=False, flag_value=option.flag_value)
     return click.option(option.flag, **kwargs)

@@ -3,15 +3,19 @@
 Fields are enums and typed values: ``method`` (``Method``), ``backend`` (``BackendName``), ``device``
 (``DeviceSetting``: a ``Device`` or ``auto``), ``policy`` (``WorkerPolicy``; None: ``all`` for a
 deterministic replay, ``latest`` for live sources), ``dtype`` (a ``PayloadDtype`` the daemon
-publishes), hop, window and ring sizes in planes, the ring's cap in MB, endpoints, the source
-(``edge.live.sources``) and the raw recording (``record*``: ``recording`` gives them as
-``edge.live.recorder.RecordSettings``).
+publishes), hop, window and ring sizes in planes, the ring's cap in MB, endpoints, CURVE keys
+(``edge.live.security``), the source (``edge.live.sources``) and the raw recording (``record*``:
+``recording`` gives them as ``edge.live.recorder.RecordSettings``).
 
 Each setting is checked and converted once, where it enters, by its ``parse_*`` function
 (``ValueError`` quoting the value): the command line and a TOML ``--config`` file through
 ``OPTIONS`` (``edge.cli.run`` turns them into click options whose types call ``parse``), the
 control socket's ``set`` through ``Daemon.apply_settings``. ``DaemonConfig.from_options`` builds
 the configuration from parsed values; code after it trusts the types.
+
+Security (checked when a ``DaemonConfig`` is built): ``--curve-secret`` and ``--curve-clients`` come
+together; without them both endpoints must be local (``edge.live.security.is_local_endpoint``)
+unless ``--insecure`` is given, which CURVE makes meaningless (given with it: an error).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 from edge.live.options import Option, spellings, to_float, to_int, to_member, to_text
 from edge.live.recorder import DEFAULT_BUFFER_MB, DEFAULT_MIN_FREE_MB, DEFAULT_SEGMENT_MB, MB, RecordSettings
+from edge.live.security import ClientAllowList, ServerKey, is_local_endpoint
 from edge.live.sources import SourceConfig, selectors, source_from_options, source_options
 from edge.live.worker import DEFAULT_HOP_PLANES, DEFAULT_MAX_BATCH, WorkerPolicy
 from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL
@@ -93,6 +98,16 @@ def parse_dtype(value: Any) -> PayloadDtype:
 def parse_endpoint(value: Any) -> str:
     """A ZeroMQ address (bound when the daemon starts: a bad one is a bind failure, exit code 5)."""
     return to_text(value, "endpoint")
+
+
+def parse_curve_secret(value: Any) -> ServerKey:
+    """The daemon's secret certificate file (``server.key_secret``): read and checked now."""
+    return ServerKey.load(to_text(value, "curve_secret"))
+
+
+def parse_curve_clients(value: Any) -> ClientAllowList:
+    """The folder of allowed clients' public certificates (``*.key``): read and checked now."""
+    return ClientAllowList.load(to_text(value, "curve_clients"))
 
 
 def parse_wait_subscribers(value: Any) -> int:
@@ -166,10 +181,17 @@ OPTIONS: tuple[Option, ...] = (
            show_default=True),
     Option("bind", str, parse_endpoint, default=DEFAULT_PUB_URL, show_default=True, help="PUB (XPUB) address."),
     Option("control", str, parse_endpoint, default=DEFAULT_CONTROL_URL, show_default=True,
-           help="REP control address."),
+           help="Control socket address (ROUTER: REQ or DEALER clients)."),
     Option("wait_subscribers", int, parse_wait_subscribers, default=0, show_default=True,
            help="Start streaming once N frame subscribers are connected."),
     *RECORD_OPTIONS,
+    Option("curve_secret", Path, parse_curve_secret, value_name="FILE",
+           help="CURVE: the daemon's secret certificate (server.key_secret of `spike-edge keys generate`); "
+                "with --curve-clients, both sockets accept listed clients only."),
+    Option("curve_clients", Path, parse_curve_clients, value_name="DIR",
+           help="CURVE: folder of the allowed clients' public certificates (*.key; re-read when it changes)."),
+    Option("insecure", bool, None,
+           help="Allow a non-loopback --bind/--control without CURVE (logs a warning); refused otherwise."),
 )
 
 
@@ -191,12 +213,30 @@ class DaemonConfig:
     bind: str = DEFAULT_PUB_URL
     control: str = DEFAULT_CONTROL_URL
     wait_subscribers: int = 0
+    curve_secret: ServerKey | None = None
+    curve_clients: ClientAllowList | None = None
+    insecure: bool = False
     max_batch: int = DEFAULT_MAX_BATCH
     record: str | None = None  # the recording folder; None: no recording
     record_segment_mb: float = DEFAULT_SEGMENT_MB
     record_buffer_mb: float = DEFAULT_BUFFER_MB
     record_max_mb: float | None = None
     record_min_free_mb: float = DEFAULT_MIN_FREE_MB
+
+    def __post_init__(self) -> None:
+        if (self.curve_secret is None) != (self.curve_clients is None):
+            raise ValueError("CURVE needs both --curve-secret FILE and --curve-clients DIR "
+                             f"(got only {'--curve-secret' if self.curve_clients is None else '--curve-clients'})")
+        if self.curve and self.insecure:
+            raise ValueError("--insecure contradicts --curve-secret/--curve-clients: give one or the other")
+        if self.curve or self.insecure:
+            return
+        for flag, url in (("--bind", self.bind), ("--control", self.control)):
+            if not is_local_endpoint(url):
+                raise ValueError(
+                    f"refusing to serve {flag} {url} without authentication: it is not a loopback address. "
+                    "Give --curve-secret FILE and --curve-clients DIR (create them with `spike-edge keys "
+                    "generate DIR`), or --insecure to let any host that reaches it read and control the daemon")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], given: Collection[str] = ()) -> DaemonConfig:
@@ -219,6 +259,11 @@ class DaemonConfig:
         daemon = {option.name: options[option.name] if option.name in options else option.default_value()
                   for option in OPTIONS}
         return cls(source=source, **daemon)
+
+    @property
+    def curve(self) -> bool:
+        """Both sockets use CURVE: every client that gets through is in the allow-list."""
+        return self.curve_secret is not None
 
     @property
     def effective_policy(self) -> WorkerPolicy:

@@ -44,6 +44,12 @@ that were killed without cleaning up (``edge.live.ring.sweep_stale_rings``, each
 Settings arrive typed (``edge.live.config.DaemonConfig``); ``set`` requests go through the same
 parse functions as the command line before anything changes.
 
+Security (``edge.live.security``): with CURVE, the authenticator thread starts before either socket
+is bound and stops before the context terminates, and the allow-list folder is re-read when it
+changes; without it, exposed addresses (``--insecure``) are logged as warnings. ``stream_id`` is
+random (no host name or PID on the wire); ``describe`` adds the host name and PID, and full source
+paths, only for authenticated (CURVE) clients.
+
 Exit codes (``ExitCode``): 0 clean (end of a finite replay, or a signal), 2 bad arguments or
 input, 3 source failure (cannot open, died, camera library missing), 4 backend unavailable,
 5 cannot bind an address, 1 anything unexpected.
@@ -71,7 +77,8 @@ from edge.live.recorder import RecorderProcess, RecordSettings, record_health_of
 from edge.live.config import DaemonConfig, parse_hop, parse_method, parse_policy, parse_window, resolve_device
 from edge.live.control import ControlServer
 from edge.live.publisher import Publisher
-from edge.live.sockets import BindError
+from edge.live.security import CurveServer, redact_source, warn_exposed
+from edge.live.sockets import IO_THREADS, BindError
 from edge.live.sources import SourceUnavailable, kind_of
 from edge.protocol.control import ControlRequestError
 from edge.live.ring import RingTooLarge, SpikeRing, WriterPolicy, WriterState, sweep_stale_rings
@@ -114,7 +121,7 @@ class DaemonError(RuntimeError):
 class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
-        self.stream_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.stream_id = secrets.token_hex(8)
         self._stop_reason: str | None = None
         self._fatal: DaemonError | None = None
         self.seq = 0
@@ -131,6 +138,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.context: zmq.Context | None = None
         self.recorder: RecorderProcess | None = None
+        self.curve: CurveServer | None = None
 
     # -- setup ------------------------------------------------------------------------------------
     def _build_reconstructor(self, method: Method, window: int | None):
@@ -189,10 +197,14 @@ class Daemon:
         if resolve_device(cfg.device, cfg.method) is Device.CUDA:
             how = self.ring.register_cuda()
             log.info("ring pinned for CUDA: %s", how or "no (pageable memory)")
-        self.context = zmq.Context()
+        self.context = zmq.Context(io_threads=IO_THREADS)  # frames and control apart (edge.live.sockets)
+        if cfg.curve:
+            self.curve = CurveServer(cfg.curve_secret, cfg.curve_clients, self.context).start()
+        else:
+            warn_exposed({"publisher": cfg.bind, "control": cfg.control})
         try:
-            self.publisher = Publisher(cfg.bind, lossless=cfg.deterministic, context=self.context)
-            self.control = ControlServer(cfg.control, self.handle_control, context=self.context)
+            self.publisher = Publisher(cfg.bind, lossless=cfg.deterministic, context=self.context, curve=self.curve)
+            self.control = ControlServer(cfg.control, self.handle_control, context=self.context, curve=self.curve)
         except BindError as exc:
             raise DaemonError(ExitCode.BIND_FAILED, str(exc)) from exc
         if cfg.recording is not None:
@@ -203,13 +215,14 @@ class Daemon:
         log.info(
             "spike-edge run: source %s %s | geometry %s | %s | method %s window %d | backend %s | "
             "hop %d planes (%.1f frames/s at %.0f Hz) | policy %s | ring %d planes (%.1f MB, writer %s) | "
-            "%s | publishing on %s, control on %s | stream %s",
+            "%s | publishing on %s, control on %s (%s) | stream %s",
             kind, cfg.source.label(), self.geometry,
             "real time" if cfg.source.live else "deterministic", cfg.method.value, self.reconstructor.window_planes,
             self.reconstructor.backend, cfg.hop, rate / cfg.hop, rate, policy.value, self.ring.capacity,
             self.ring.nbytes / 1e6, writer_policy.value,
             "lossless (subscribers flow-control the replay)" if cfg.deterministic else "live (drops at HWM)",
-            self.publisher.endpoint, self.control.endpoint, self.stream_id)
+            self.publisher.endpoint, self.control.endpoint, "CURVE" if self.curve else "no authentication",
+            self.stream_id)
 
     def _start_recorder(self, settings: RecordSettings, writer_policy: WriterPolicy) -> None:
         """The record ring and the recorder process, recording before the capture starts."""
@@ -274,6 +287,8 @@ class Daemon:
         for kind, payload in self.capture.poll_events():
             self._on_capture_event(kind, payload)
         self._poll_recorder()
+        if self.curve is not None:
+            self.curve.refresh()
         if now_ns() >= self._next_heartbeat_ns:
             self._send_heartbeat()
 
@@ -438,14 +453,17 @@ class Daemon:
             "control_requests": self.control.requests if self.control else 0,
             "control_errors": self.control.errors if self.control else 0,
             **(self.recorder.stats() if self.recorder else record_stats_off()),
+            "curve_denied": self.curve.denied if self.curve else 0,
         }
 
     # -- control ----------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         cfg, rec = self.config, self.worker.reconstructor
+        source = {"kind": kind_of(cfg.source).value, **cfg.source.describe()}
+        host = {"host": socket.gethostname(), "pid": os.getpid()} if cfg.curve else {}  # listed clients only
         return {
-            "stream_id": self.stream_id, "wire_version": WIRE_VERSION,
-            "source": {"kind": kind_of(cfg.source).value, **cfg.source.describe()},
+            "stream_id": self.stream_id, "wire_version": WIRE_VERSION, "authenticated": cfg.curve, **host,
+            "source": source if cfg.curve else redact_source(source),
             "geometry": list(self.geometry.shape), "rate_hz": cfg.source.rate_hz, "method": rec.method.value,
             "backend": rec.backend, "weights_id": rec.weights_id, "window": rec.window_planes,
             "hop": self.worker.hop_planes, "policy": self.worker.policy.value, "dtype": cfg.dtype.value,
@@ -530,6 +548,8 @@ class Daemon:
             self.publisher.close(linger_s=END_FLUSH_S if natural_end and self.config.deterministic else 0.0)
         if self.control is not None:
             self.control.close()
+        if self.curve is not None:
+            self.curve.stop()
         if self.context is not None:
             self.context.term()
         if self.recorder is not None:

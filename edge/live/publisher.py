@@ -18,6 +18,11 @@ subscribe and unsubscribe up, and a subscription whose prefix matches ``frame`` 
 frame subscriber (``--wait-subscribers N``, stats). ``LINGER`` is 0: closing drops what is
 queued, except after a natural end-of-stream in lossless mode, where ``close(linger_s)`` gives
 the queue a bounded time to flush.
+
+Exposure (``edge.live.sockets``): with CURVE (``curve``) only listed clients complete the handshake,
+so only they receive anything or count as subscribers; every peer must finish its handshake
+within ``HANDSHAKE_TIMEOUT_MS``, and a subscription message larger than ``MAX_SUBSCRIPTION_BYTES``
+(a topic prefix is a few bytes) disconnects its sender.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from typing import Callable
 
 import zmq
 
-from edge.live.sockets import bind_socket
+from edge.live.security import CurveServer
+from edge.live.sockets import PUBLISHER_IO_THREADS, bind_socket
 from edge.protocol.endpoints import DEFAULT_PUB_URL
 from edge.protocol.wire import TOPIC_FRAME
 
@@ -36,20 +42,21 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SNDHWM = 32  # frames per subscriber queued on our side (~13 MB at 250x400 float32)
 RETRY_SLEEP_S = 0.0002
+MAX_SUBSCRIPTION_BYTES = 4096  # a subscription is a flag byte and a topic prefix; the CURVE handshake needs ~300
 
 
 class Publisher:
     def __init__(self, url: str = DEFAULT_PUB_URL, *, lossless: bool, sndhwm: int = DEFAULT_SNDHWM,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: CurveServer | None = None) -> None:
         self.context = context or zmq.Context.instance()
         self.lossless = lossless
         self.sock = self.context.socket(zmq.XPUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, sndhwm)
         self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         if lossless:
             self.sock.setsockopt(zmq.XPUB_NODROP, 1)
-        self.endpoint = bind_socket(self.sock, url, "publisher")
+        self.endpoint = bind_socket(self.sock, url, "publisher", max_message_bytes=MAX_SUBSCRIPTION_BYTES,
+                                    io_threads=PUBLISHER_IO_THREADS, curve=curve)
         self.frame_subscribers = 0
         self.subscriptions = 0
         self.sent = 0

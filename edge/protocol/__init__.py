@@ -1,3 +1,4 @@
 """The published protocol of a daemon: the wire format of the stream, the control contract and client,
-the default endpoints. This is the only part of ``edge`` that clients (``host``) import.
+the default endpoints, CURVE keys on the client side (``security``). This is the only part of ``edge``
+that clients (``host``) import.
 """

@@ -8,7 +8,8 @@ import zmq
 
 from firmware_io.exits import ExitCode, fail
 from edge.protocol.client import COMMANDS, ControlError, ControlTimeout, build_request, parse_assignment, request
-from host.cli.common import dumps
+from edge.protocol.security import CurveClient
+from host.cli.common import curve_options, dumps
 
 
 @click.command()
@@ -17,7 +18,8 @@ from host.cli.common import dumps
 @click.argument("assignments", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
               help="Give up when no reply arrives within this.")
-def ctl(url: str, cmd: str, assignments: tuple[str, ...], timeout_s: float) -> None:
+@curve_options
+def ctl(url: str, cmd: str, assignments: tuple[str, ...], timeout_s: float, curve: CurveClient | None) -> None:
     """Send describe/health/stats/set to the daemon's control socket at URL (e.g. tcp://127.0.0.1:5556)."""
     try:
         params = dict(parse_assignment(a) for a in assignments)
@@ -25,7 +27,7 @@ def ctl(url: str, cmd: str, assignments: tuple[str, ...], timeout_s: float) -> N
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        reply = request(url, message, timeout_s=timeout_s)
+        reply = request(url, message, timeout_s=timeout_s, curve=curve)
     except ControlTimeout as exc:
         fail(str(exc), ExitCode.NO_STREAM)
     except (ControlError, zmq.ZMQError) as exc:

@@ -16,12 +16,15 @@ from firmware_io.exits import ExitCode, fail
 from firmware_io.frame_files import AUTO_SCALE, SCALE_HELP, VIDEO_SUFFIXES, parse_display_scale
 from host.cli.common import (
     catch_stop_signals,
+    curve_options,
     dumps,
     max_message_bytes,
     max_message_option,
+    no_stream_hint,
     open_subscriber,
     subscriber_counters,
 )
+from edge.protocol.security import CurveClient
 from host.record import RecordingError, open_recorder
 
 _MAX_WAIT_S = 0.1  # longest wait for a message: how soon a stop signal is acted on
@@ -38,9 +41,10 @@ _MAX_WAIT_S = 0.1  # longest wait for a message: how soon a stop signal is acted
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
               help="Frame rate of a video output.")
 @max_message_option
+@curve_options
 @click.option("--scale", default=AUTO_SCALE, show_default=True, metavar="auto|S", help=SCALE_HELP)
 def record(url: str, out: Path, n_frames: int | None, seconds: float | None, timeout_s: float, fps: float,
-           max_message_mb: float | None, scale: str) -> None:
+           max_message_mb: float | None, scale: str, curve: CurveClient | None) -> None:
     """Record frames from URL until end-of-stream (default), --frames N or --seconds S; print a JSON summary.
 
     SIGINT/SIGTERM (any number, any order) stop it cleanly: the recording is completed and readable.
@@ -55,10 +59,10 @@ def record(url: str, out: Path, n_frames: int | None, seconds: float | None, tim
         raise click.BadParameter(f"a display scale applies to video output ({'/'.join(VIDEO_SUFFIXES)}); {out} keeps "
                                  "the raw values", param_hint="--scale")
     stop = catch_stop_signals()
-    _record(url, out, n_frames, seconds, timeout_s, fps, max_message_bytes(max_message_mb), stop, display_scale)
+    _record(url, out, n_frames, seconds, timeout_s, fps, max_message_bytes(max_message_mb), stop, display_scale, curve)
 
 
-def _record(url, out, n_frames, seconds, timeout_s, fps, max_bytes, stop, display_scale) -> None:
+def _record(url, out, n_frames, seconds, timeout_s, fps, max_bytes, stop, display_scale, curve) -> None:
     recorder = None
     first_seq = last_seq = None
     eos = None
@@ -66,7 +70,7 @@ def _record(url, out, n_frames, seconds, timeout_s, fps, max_bytes, stop, displa
     error: str | None = None
     start = time.monotonic()
     first_frame_t: float | None = None
-    with open_subscriber(url, topics=("frame", "eos"), max_message_bytes=max_bytes) as sub:
+    with open_subscriber(url, topics=("frame", "eos"), max_message_bytes=max_bytes, curve=curve) as sub:
         try:
             while stop_reason is None:
                 if stop.requested:
@@ -130,12 +134,12 @@ def _record(url, out, n_frames, seconds, timeout_s, fps, max_bytes, stop, displa
             "duration_s": round(time.monotonic() - start, 3),
         }
         heartbeats = sub.stats.heartbeats
+        hint = no_stream_hint(sub)
     if recorder is None:
         what = f"{heartbeats} heartbeats but no frame" if heartbeats else "no frames and no heartbeats"
         if stop_reason == "interrupt":
             fail(f"interrupted before any frame arrived from {url}; nothing written", ExitCode.NO_STREAM)
-        fail(f"nothing recorded: {what} from {url} within {timeout_s:g} s; is `spike-edge run` publishing there?",
-             ExitCode.NO_STREAM)
+        fail(f"nothing recorded: {what} from {url} within {timeout_s:g} s; {hint}", ExitCode.NO_STREAM)
     click.echo(dumps(summary))
     if error is not None:
         fail(f"recording stopped early: {error}; kept {summary['frames']} frames in {out}", ExitCode.INCOMPLETE)

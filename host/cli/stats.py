@@ -16,12 +16,15 @@ from firmware_io.exits import ExitCode, fail
 from host import stats as stream_stats
 from host.cli.common import (
     catch_stop_signals,
+    curve_options,
     dumps,
     max_message_bytes,
     max_message_option,
+    no_stream_hint,
     open_subscriber,
     subscriber_counters,
 )
+from edge.protocol.security import CurveClient
 from host.subscriber import Subscriber
 
 _DAEMON_CUMULATIVE = ("ring_overrun_planes", "worker_skipped_windows")
@@ -97,22 +100,23 @@ def _print_stats_table(report: dict[str, Any]) -> None:
               help="Fail if nothing at all (not even a heartbeat) arrives within this.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @max_message_option
+@curve_options
 def stats(url: str, seconds: float, warmup_s: float, timeout_s: float, as_json: bool,
-          max_message_mb: float | None) -> None:
+          max_message_mb: float | None, curve: CurveClient | None) -> None:
     """Measure fps, per-stage latency (p50/p90/p99/max), drops and gaps of the stream at URL.
 
     SIGINT/SIGTERM end the measurement early; the report is printed all the same.
     """
     stop = catch_stop_signals()
-    _stats(url, seconds, warmup_s, timeout_s, as_json, max_message_bytes(max_message_mb), stop)
+    _stats(url, seconds, warmup_s, timeout_s, as_json, max_message_bytes(max_message_mb), stop, curve)
 
 
-def _stats(url, seconds, warmup_s, timeout_s, as_json, max_bytes, stop) -> None:
+def _stats(url, seconds, warmup_s, timeout_s, as_json, max_bytes, stop, curve) -> None:
     acc = stream_stats.StreamAccumulator(warmup_s)
     drops = _DaemonDrops()
     eos = False
     start = time.monotonic()
-    with open_subscriber(url, topics=("frame", "eos"), max_message_bytes=max_bytes) as sub:
+    with open_subscriber(url, topics=("frame", "eos"), max_message_bytes=max_bytes, curve=curve) as sub:
         try:
             while not stop.requested:
                 now = time.monotonic()
@@ -135,7 +139,7 @@ def _stats(url, seconds, warmup_s, timeout_s, as_json, max_bytes, stop) -> None:
         duration_s = time.monotonic() - start
         if sub.last_message_t is None:
             fail(f"nothing arrived from {url} within {min(timeout_s, seconds):g} s (no frames, no heartbeats); "
-                 f"is `spike-edge run` publishing there?", ExitCode.NO_STREAM)
+                 f"{no_stream_hint(sub)}", ExitCode.NO_STREAM)
         report = {"url": url, "duration_s": duration_s}
         report.update(acc.report())
         report["daemon"] = _daemon_counters(drops, sub)

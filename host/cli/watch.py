@@ -9,14 +9,16 @@ from typing import Any
 import click
 
 from host import stats as stream_stats
-from host.cli.common import max_message_bytes, max_message_option, open_subscriber
+from edge.protocol.security import CurveClient
+from host.cli.common import curve_options, max_message_bytes, max_message_option, open_subscriber
 from host.record import columns_from_rows, frame_row
 from host.subscriber import Subscriber
 
 
 def _watch_line(url: str, rows: list[dict[str, Any]], window_s: float, sub: Subscriber, eos: str | None) -> str:
     if sub.last_message_t is None:
-        return f"waiting for {url} ... (reconnects {sub.stats.reconnects})"
+        refused = f"; {sub.handshake_error}" if sub.handshake_error else ""
+        return f"waiting for {url} ... (reconnects {sub.stats.reconnects}){refused}"
     silent_s = time.monotonic() - sub.last_message_t
     parts = [f"fps {len(rows) / window_s:6.1f}" if window_s > 0 else "fps -"]
     if rows:
@@ -47,12 +49,15 @@ def _watch_line(url: str, rows: list[dict[str, Any]], window_s: float, sub: Subs
               help="Stop after this long (default: until Ctrl-C).")
 @click.option("--interval-s", type=click.FloatRange(min=0.1), default=1.0, show_default=True, help="Refresh period.")
 @max_message_option
-def watch(url: str, seconds: float | None, interval_s: float, max_message_mb: float | None) -> None:
+@curve_options
+def watch(url: str, seconds: float | None, interval_s: float, max_message_mb: float | None,
+          curve: CurveClient | None) -> None:
     """A live line of fps, latency, drops and gaps of the stream at URL, refreshed once a second."""
     tty = sys.stdout.isatty()
     start = time.monotonic()
     eos: str | None = None
-    with open_subscriber(url, topics=("frame", "eos"), max_message_bytes=max_message_bytes(max_message_mb)) as sub:
+    with open_subscriber(url, topics=("frame", "eos"), max_message_bytes=max_message_bytes(max_message_mb),
+                         curve=curve) as sub:
         try:
             window_start = time.monotonic()
             rows: list[dict[str, Any]] = []

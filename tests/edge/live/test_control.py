@@ -1,4 +1,5 @@
-"""The control server against real REQ clients on loopback: replies, rejected requests, counters.
+"""The control server against real REQ and DEALER clients on loopback: replies, rejected requests, counters,
+and peers that misbehave (raw garbage, over-size messages, floods, peers that leave).
 
 The server runs in a thread that does what the daemon does between windows (``serve()``); the
 handler is a small real one with the daemon's shape: replies per command, a validated ``set``.
@@ -6,14 +7,17 @@ handler is a small real one with the daemon's shape: replies per command, a vali
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from typing import Any
 
 import msgpack
 import pytest
 import zmq
 
-from edge.live.control import ControlServer
+from edge.live.control import MAX_MESSAGE_BYTES, MAX_REQUESTS_PER_SERVE, ControlServer
+from edge.live.sockets import HANDSHAKE_TIMEOUT_MS
 from edge.protocol.client import build_request, request
 from edge.protocol.control import MAX_REQUEST_BYTES, ControlRequestError
 
@@ -123,3 +127,133 @@ def test_bad_requests_get_errors_and_the_server_keeps_answering(served):
         assert ask(server, ctx, "health") == {"ok": True, "state": "running"}  # the next good one is answered
         assert (server.requests, server.errors) == (2 * (i + 1), i + 1)
     assert settings.hop == 40  # a rejected set changed nothing
+
+
+# -- misbehaving peers: garbage, over-size messages, floods, peers that leave --------------------------------
+# Raw TCP payloads: libzmq takes a peer whose first byte is not 0xFF for a ZMTP 1.0 peer and decodes the
+# rest as 1.0 frames, so without a ZAP domain such bytes reached the socket as messages: with the old REP
+# socket the first one made the next legitimate request go unanswered (its reply went elsewhere). JUNK is
+# plain junk (the last one a truncated ZMTP 3 greeting).
+ZMTP10_LOOKALIKES = [b"\x01\x00\x01\x00\x01\x00\x00", b"\x02\x01\x00\x01\x00\x00\x00", b"\x01\x00\x02\x01x\x01\x00"]
+JUNK = [b"garbage", b"GET / HTTP/1.0\r\n\r\n", b"\xff" * 7]
+
+
+def raw_connection(url: str, payload: bytes) -> socket.socket:
+    host, port = url.removeprefix("tcp://").rsplit(":", 1)
+    conn = socket.create_connection((host, int(port)), timeout=2)
+    if payload:
+        conn.sendall(payload)
+    return conn
+
+
+def test_garbage_peers_never_cost_another_client_its_reply(served):
+    server, _, ctx = served
+    payloads = ZMTP10_LOOKALIKES + JUNK
+    for payload in payloads:
+        conn = raw_connection(server.endpoint, payload)  # left open while the legitimate requests run
+        try:
+            time.sleep(0.05)  # let libzmq take the bytes in first
+            for _ in range(20):
+                t0 = time.monotonic()
+                reply = request(server.endpoint, build_request("health"), timeout_s=1.0, context=ctx)
+                assert reply == {"ok": True, "state": "running"}, (payload, reply)
+                assert time.monotonic() - t0 < 1.0
+        finally:
+            conn.close()
+    assert server.requests == 20 * len(payloads), "garbage never reaches the handler"
+
+
+def test_idle_and_garbage_connections_are_closed_by_the_daemon(served):
+    server, _, _ = served
+    conns = {payload: raw_connection(server.endpoint, payload) for payload in [b"", *ZMTP10_LOOKALIKES, *JUNK]}
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT_MS / 1000 + 2
+    try:
+        for payload, conn in conns.items():
+            conn.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                while conn.recv(4096):  # the server's greeting, then end of file when it hangs up
+                    pass
+            except ConnectionResetError:
+                pass
+            except socket.timeout:
+                pytest.fail(f"a connection that sent {payload!r} was still open after the handshake deadline")
+    finally:
+        for conn in conns.values():
+            conn.close()
+
+
+def test_dealer_clients_get_their_reply_in_their_own_envelope(served):
+    server, _, ctx = served
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(server.endpoint)
+    try:
+        request_ = msgpack.packb({"cmd": "health"})
+        for envelope in ([], [b""], [b"proxy-hop", b""]):
+            dealer.send_multipart([*envelope, request_])
+            assert dealer.poll(5000), envelope
+            *got, body = dealer.recv_multipart()
+            assert got == envelope and msgpack.unpackb(body) == {"ok": True, "state": "running"}
+        dealer.send_multipart([b"", request_, b"extra"])  # the body after the envelope must be one part
+        assert dealer.poll(5000)
+        *got, body = dealer.recv_multipart()
+        assert got == [b""] and "one msgpack message, got 2 parts" in msgpack.unpackb(body)["error"]
+    finally:
+        dealer.close(0)
+
+
+def test_an_oversize_message_disconnects_its_sender_only(served):
+    server, _, ctx = served
+    huge = ctx.socket(zmq.REQ)
+    huge.setsockopt(zmq.LINGER, 0)
+    huge.connect(server.endpoint)
+    try:
+        huge.send(b"\x00" * (50 * 1024 * 1024))  # 50 MB: libzmq drops the connection at the header
+        for _ in range(20):
+            assert request(server.endpoint, build_request("health"), timeout_s=1.0, context=ctx)["ok"]
+        assert not huge.poll(200), "an over-size request gets no reply (docs/wire-format.md)"
+    finally:
+        huge.close(0)
+    assert server.requests == 20, "the over-size message never reached the handler"
+    with pytest.raises(ValueError, match=f"larger than the control socket accepts \\({MAX_REQUEST_BYTES} bytes\\)"):
+        request(server.endpoint, {"cmd": "set", "params": {"pad": "x" * MAX_REQUEST_BYTES}}, context=ctx)
+    assert MAX_REQUEST_BYTES < MAX_MESSAGE_BYTES  # between the two: an error reply (test above)
+
+
+def test_serve_answers_a_bounded_number_per_call_and_drops_replies_to_peers_that_left():
+    ctx = zmq.Context()
+    server = ControlServer(URL, Settings().handle, context=ctx)
+    flood = ctx.socket(zmq.DEALER)
+    flood.setsockopt(zmq.LINGER, 0)
+    flood.connect(server.endpoint)
+    try:
+        n = MAX_REQUESTS_PER_SERVE + 36
+        for _ in range(n):
+            flood.send_multipart([b"", msgpack.packb({"cmd": "stats"})])
+        deadline = time.monotonic() + 5
+        handled = []
+        while sum(handled) < n and time.monotonic() < deadline:
+            if server.sock.poll(100):
+                handled.append(server.serve())
+        assert sum(handled) == n and max(handled) <= MAX_REQUESTS_PER_SERVE, handled
+        replies = 0
+        while replies < n and flood.poll(2000):
+            flood.recv_multipart()
+            replies += 1
+        assert replies == n
+
+        monitor = server.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        leaver = ctx.socket(zmq.DEALER)
+        leaver.connect(server.endpoint)
+        leaver.send_multipart([b"", msgpack.packb({"cmd": "health"})])
+        assert server.sock.poll(5000)
+        leaver.close(0)
+        assert monitor.poll(5000), "the server never saw the peer leave"
+        time.sleep(0.5)  # the disconnect reaches the socket's routing table
+        assert server.serve() == 1 and server.replies_dropped == 1
+        server.sock.disable_monitor()
+        monitor.close(0)
+    finally:
+        flood.close(0)
+        server.close()
+        ctx.destroy(linger=0)
