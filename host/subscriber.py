@@ -332,7 +332,9 @@ class Subscriber:
         """Whether libzmq dropped ``sock``'s connection since the last call. After a protocol error (a message
         over ZMQ_MAXMSGSIZE) libzmq does not reconnect by itself."""
         watch = self._watches.get(sock)
-        return watch is not None and watch.take_disconnects() > 0
+        if watch is None or watch.take_disconnects() == 0:
+            return False
+        return watch.failure() is None  # a refused handshake is no dropped connection: keep the socket and its reason
 
     def _replace_dropped_socket(self) -> None:
         """The current socket lost its connection: keep what it had queued, then carry on with a new one

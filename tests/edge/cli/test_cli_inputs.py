@@ -148,7 +148,7 @@ def test_decompression_bomb_memory_stays_bounded(tmp_path):
     packed_mb = n_planes * 250 * 400 / 8 / 2**20
     raw_mb = n_planes * 250 * 400 / 2**20
     assert peak_mb < baseline_mb + packed_mb + 100, (baseline_mb, peak_mb)
-    assert peak_mb < raw_mb / 2
+    assert peak_mb - baseline_mb < raw_mb / 2, (baseline_mb, peak_mb)  # growth: far below the decompressed size
     started = time.monotonic()
     code, peak_mb, stderr = edge_peak_rss_mb("info", bomb, env={MAX_MB_ENV: "20"})
     assert code == 2 and "3,000 planes of 250x400 uint8: reading it needs 104.3 MB, over the 20.0 MB budget" in stderr, stderr
