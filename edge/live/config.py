@@ -10,6 +10,9 @@ Each setting is checked and converted once, where it enters, by its ``parse_*`` 
 ``OPTIONS`` (``edge.cli.run`` turns them into click options whose types call ``parse``), the
 control socket's ``set`` through ``Daemon.apply_settings``. ``DaemonConfig.from_options`` builds
 the configuration from parsed values; code after it trusts the types.
+
+``metrics`` (``--metrics HOST:PORT``, an ``HttpAddress``) serves Prometheus metrics
+(``edge.live.metrics``); an address beyond loopback is refused unless ``insecure`` is set.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from edge.live.options import Option, spellings, to_int, to_member, to_text
 from edge.live.sources import SourceConfig, selectors, source_from_options, source_options
 from edge.live.worker import DEFAULT_HOP_PLANES, DEFAULT_MAX_BATCH, WorkerPolicy
-from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL
+from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL, HttpAddress, parse_http_address
 from edge.protocol.wire import PayloadDtype
 from edge.reconstruction.backends.base import BackendName, Device
 from edge.reconstruction.methods import Method, method_spec
@@ -91,6 +94,11 @@ def parse_wait_subscribers(value: Any) -> int:
     return to_int(value, "wait_subscribers", minimum=0)
 
 
+def parse_metrics(value: Any) -> HttpAddress:
+    """Where to serve Prometheus metrics: ``HOST:PORT``, ``[IPV6]:PORT`` or a bare ``PORT`` (loopback)."""
+    return parse_http_address(value, "metrics")
+
+
 #: The daemon's own options (the sources' are in ``edge.live.sources``), in command-line order.
 OPTIONS: tuple[Option, ...] = (
     Option("method", str, parse_method, choices=spellings(Method), default=DEFAULT_METHOD.value, show_default=True),
@@ -113,6 +121,11 @@ OPTIONS: tuple[Option, ...] = (
            help="REP control address."),
     Option("wait_subscribers", int, parse_wait_subscribers, default=0, show_default=True,
            help="Start streaming once N frame subscribers are connected."),
+    Option("metrics", str, parse_metrics, value_name="HOST:PORT",
+           help="Serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT: 127.0.0.1); "
+                "a non-loopback address needs --insecure."),
+    Option("insecure", bool, None,
+           help="Allow a non-loopback --metrics address (logs a warning); refused otherwise."),
 )
 
 
@@ -133,7 +146,19 @@ class DaemonConfig:
     bind: str = DEFAULT_PUB_URL
     control: str = DEFAULT_CONTROL_URL
     wait_subscribers: int = 0
+    metrics: HttpAddress | None = None  # None: no metrics server
+    insecure: bool = False
     max_batch: int = DEFAULT_MAX_BATCH
+
+    def __post_init__(self) -> None:
+        self._check_metrics_exposure()
+
+    def _check_metrics_exposure(self) -> None:
+        if self.metrics is not None and not self.metrics.loopback and not self.insecure:
+            raise ValueError(
+                f"refusing to serve --metrics {self.metrics} without --insecure: it is not a loopback address and "
+                "the metrics endpoint has no authentication (serve it on 127.0.0.1 and scrape through a proxy or "
+                "tunnel, or give --insecure)")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], given: Collection[str] = ()) -> DaemonConfig:
