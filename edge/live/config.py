@@ -15,7 +15,11 @@ the configuration from parsed values; code after it trusts the types.
 
 Security (checked when a ``DaemonConfig`` is built): ``--curve-secret`` and ``--curve-clients`` come
 together; without them both endpoints must be local (``edge.live.security.is_local_endpoint``)
-unless ``--insecure`` is given, which CURVE makes meaningless (given with it: an error).
+unless ``--insecure`` is given; with CURVE, ``--insecure`` only lets ``--metrics`` listen beyond loopback
+(given with CURVE and no exposed metrics address: an error).
+
+``metrics`` (``--metrics HOST:PORT``, an ``HttpAddress``) serves Prometheus metrics
+(``edge.live.metrics``); an address beyond loopback is refused unless ``insecure`` is set.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from edge.live.recorder import DEFAULT_BUFFER_MB, DEFAULT_MIN_FREE_MB, DEFAULT_S
 from edge.live.security import ClientAllowList, ServerKey, is_local_endpoint
 from edge.live.sources import SourceConfig, selectors, source_from_options, source_options
 from edge.live.worker import DEFAULT_HOP_PLANES, DEFAULT_MAX_BATCH, WorkerPolicy
-from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL
+from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL, HttpAddress, parse_http_address
 from edge.protocol.wire import PayloadDtype
 from edge.reconstruction.backends.base import BackendName, Device
 from edge.reconstruction.methods import Method, method_spec
@@ -159,6 +163,11 @@ RECORD_OPTIONS: tuple[Option, ...] = (
            help="Stop the recording before the file system would have less than this free (MB)."),
 )
 
+def parse_metrics(value: Any) -> HttpAddress:
+    """Where to serve Prometheus metrics: ``HOST:PORT``, ``[IPV6]:PORT`` or a bare ``PORT`` (loopback)."""
+    return parse_http_address(value, "metrics")
+
+
 #: The daemon's own options (the sources' are in ``edge.live.sources``), in command-line order.
 OPTIONS: tuple[Option, ...] = (
     Option("method", str, parse_method, choices=spellings(Method), default=DEFAULT_METHOD.value, show_default=True),
@@ -190,8 +199,12 @@ OPTIONS: tuple[Option, ...] = (
                 "with --curve-clients, both sockets accept listed clients only."),
     Option("curve_clients", Path, parse_curve_clients, value_name="DIR",
            help="CURVE: folder of the allowed clients' public certificates (*.key; re-read when it changes)."),
+    Option("metrics", str, parse_metrics, value_name="HOST:PORT",
+           help="Serve Prometheus metrics at http://HOST:PORT/metrics (a bare PORT: 127.0.0.1); "
+                "a non-loopback address needs --insecure."),
     Option("insecure", bool, None,
-           help="Allow a non-loopback --bind/--control without CURVE (logs a warning); refused otherwise."),
+           help="Allow a non-loopback --bind/--control without CURVE, or a non-loopback --metrics address (metrics "
+                "have no authentication), and log a warning; refused otherwise."),
 )
 
 
@@ -215,6 +228,7 @@ class DaemonConfig:
     wait_subscribers: int = 0
     curve_secret: ServerKey | None = None
     curve_clients: ClientAllowList | None = None
+    metrics: HttpAddress | None = None  # None: no metrics server
     insecure: bool = False
     max_batch: int = DEFAULT_MAX_BATCH
     record: str | None = None  # the recording folder; None: no recording
@@ -227,8 +241,11 @@ class DaemonConfig:
         if (self.curve_secret is None) != (self.curve_clients is None):
             raise ValueError("CURVE needs both --curve-secret FILE and --curve-clients DIR "
                              f"(got only {'--curve-secret' if self.curve_clients is None else '--curve-clients'})")
-        if self.curve and self.insecure:
-            raise ValueError("--insecure contradicts --curve-secret/--curve-clients: give one or the other")
+        self._check_metrics_exposure()
+        metrics_exposed = self.metrics is not None and not self.metrics.loopback
+        if self.curve and self.insecure and not metrics_exposed:
+            raise ValueError("--insecure contradicts --curve-secret/--curve-clients: give one or the other "
+                             "(with CURVE, --insecure only lets --metrics listen beyond loopback)")
         if self.curve or self.insecure:
             return
         for flag, url in (("--bind", self.bind), ("--control", self.control)):
@@ -237,6 +254,13 @@ class DaemonConfig:
                     f"refusing to serve {flag} {url} without authentication: it is not a loopback address. "
                     "Give --curve-secret FILE and --curve-clients DIR (create them with `spike-edge keys "
                     "generate DIR`), or --insecure to let any host that reaches it read and control the daemon")
+
+    def _check_metrics_exposure(self) -> None:
+        if self.metrics is not None and not self.metrics.loopback and not self.insecure:
+            raise ValueError(
+                f"refusing to serve --metrics {self.metrics} without --insecure: it is not a loopback address and "
+                "the metrics endpoint has no authentication (serve it on 127.0.0.1 and scrape through a proxy or "
+                "tunnel, or give --insecure)")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], given: Collection[str] = ()) -> DaemonConfig:

@@ -41,6 +41,11 @@ window (a short replay: no frame could ever be published), and a ring over ``--m
 over the free space of ``/dev/shm``. Before sizing its ring it removes the ring segments of daemons
 that were killed without cleaning up (``edge.live.ring.sweep_stale_rings``, each one logged).
 
+Watching it: ``--metrics HOST:PORT`` serves Prometheus metrics (``edge.live.metrics``: the loop appends
+each frame's timestamps and hands over the heartbeat's stats; scrapes never touch the loop), and under
+systemd (``$NOTIFY_SOCKET``) the loop sends READY once the source has started, a STATUS line with the
+heartbeat and WATCHDOG kicks from ``_service`` (``edge.live.service``), so a stuck loop gets restarted.
+
 Settings arrive typed (``edge.live.config.DaemonConfig``); ``set`` requests go through the same
 parse functions as the command line before anything changes.
 
@@ -76,12 +81,14 @@ from edge.live.capture import CaptureProcess
 from edge.live.recorder import RecorderProcess, RecordSettings, record_health_off, record_stats_off
 from edge.live.config import DaemonConfig, parse_hop, parse_method, parse_policy, parse_window, resolve_device
 from edge.live.control import ControlServer
+from edge.live.metrics import DaemonMetrics
 from edge.live.publisher import Publisher
 from edge.live.security import CurveServer, redact_source, warn_exposed
 from edge.live.sockets import IO_THREADS, BindError
 from edge.live.sources import SourceUnavailable, kind_of
 from edge.protocol.control import ControlRequestError
 from edge.live.ring import RingTooLarge, SpikeRing, WriterPolicy, WriterState, sweep_stale_rings
+from edge.live.service import ServiceNotifier, status_line
 from edge.protocol.wire import WIRE_VERSION, EndOfStream, FrameHeader, Heartbeat, PayloadDtype, encode_eos, encode_frame, encode_heartbeat
 from edge.live.worker import Worker
 from edge.reconstruction.backends.base import Device
@@ -139,6 +146,8 @@ class Daemon:
         self.context: zmq.Context | None = None
         self.recorder: RecorderProcess | None = None
         self.curve: CurveServer | None = None
+        self.metrics: DaemonMetrics | None = None  # --metrics: Prometheus (edge.live.metrics)
+        self.notifier = ServiceNotifier.from_environment()  # sd_notify (edge.live.service)
 
     # -- setup ------------------------------------------------------------------------------------
     def _build_reconstructor(self, method: Method, window: int | None):
@@ -205,6 +214,10 @@ class Daemon:
         try:
             self.publisher = Publisher(cfg.bind, lossless=cfg.deterministic, context=self.context, curve=self.curve)
             self.control = ControlServer(cfg.control, self.handle_control, context=self.context, curve=self.curve)
+            if cfg.metrics is not None:
+                self.metrics = DaemonMetrics(ring_capacity_planes=self.ring.capacity,
+                                             states=[state.value for state in DaemonState])
+                log.info("metrics on %s", self.metrics.serve(cfg.metrics))
         except BindError as exc:
             raise DaemonError(ExitCode.BIND_FAILED, str(exc)) from exc
         if cfg.recording is not None:
@@ -281,7 +294,8 @@ class Daemon:
         return code
 
     def _service(self) -> None:
-        """Everything but the worker: control, subscriptions, capture events, heartbeat."""
+        """Everything but the worker: control, subscriptions, capture events, heartbeat, service watchdog."""
+        self.notifier.kick()
         self.control.serve()
         self.publisher.poll_subscriptions()
         for kind, payload in self.capture.poll_events():
@@ -308,6 +322,7 @@ class Daemon:
             log.info("capture started: %s", text)
             if self.state is DaemonState.STARTING:
                 self.state = DaemonState.RUNNING
+                self.notifier.ready(status_line(self.stats()))
         else:
             log.info("capture %s: %s", kind, text)
 
@@ -402,9 +417,13 @@ class Daemon:
         self.last_frame_ns = publish_t
         self.frame_times.append(publish_t)
         self.latency_publish_ns.append(publish_t - frame.capture_t_ns)
+        if self.metrics is not None:
+            self.metrics.observe(frame.capture_t_ns, frame.dequeue_t_ns, frame.infer_start_t_ns, frame.infer_end_t_ns,
+                                 publish_t)
         return True
 
     def _service_while_blocked(self) -> None:
+        self.notifier.kick()
         self.control.serve()
         for kind, payload in self.capture.poll_events():
             self._on_capture_event(kind, payload)
@@ -413,9 +432,13 @@ class Daemon:
     # -- heartbeats and stats ---------------------------------------------------------------------
     def _send_heartbeat(self) -> None:
         self._next_heartbeat_ns = now_ns() + int(HEARTBEAT_PERIOD_S * 1e9)
-        hb = Heartbeat(stream_id=self.stream_id, t_ns=now_ns(), last_seq=self.seq - 1, stats=self.stats())
+        stats = self.stats()
+        hb = Heartbeat(stream_id=self.stream_id, t_ns=now_ns(), last_seq=self.seq - 1, stats=stats)
         # live: dropped for a stalled subscriber like frames; lossless: a bounded wait
         self.publisher.send(encode_heartbeat(hb), should_stop=lambda: True)
+        self.notifier.status(stats)
+        if self.metrics is not None:
+            self.metrics.update(stats, self.describe())
 
     def stats(self) -> dict[str, Any]:
         ring, worker = self.ring, self.worker
@@ -445,6 +468,8 @@ class Daemon:
             "source_behind_ms": round(counters["behind_us"] / 1000, 1),
             "writer_waits": counters["writer_waits"],
             "planes_captured": counters["committed"] - max(counters["first_plane"], 0),
+            "ring_fill_planes": min(ring.capacity, max(0, counters["committed"] - max(counters["release"],
+                                                                                     counters["first_plane"], 0))),
             "capture_alive": self.capture.alive if self.capture else False,
             "subscribers": self.publisher.frame_subscribers if self.publisher else 0,
             "publish_waits": self.publisher.send_waits if self.publisher else 0,
@@ -531,6 +556,7 @@ class Daemon:
     def shutdown(self, code: ExitCode) -> None:
         reason = self._stop_reason or ("error" if code else "stopped")
         natural_end = reason == "end-of-stream"
+        self.notifier.stopping(reason)
         if self.state not in (DaemonState.ENDED, DaemonState.FAILED):
             self.state = DaemonState.FAILED if code else DaemonState.STOPPING
         if self.capture is not None:
@@ -556,6 +582,9 @@ class Daemon:
             self._finish_recording()
         if self.ring is not None:
             self.ring.close()
+        if self.metrics is not None:
+            self.metrics.close()
+        self.notifier.close()
 
     def _finish_recording(self) -> None:
         """Let the recorder write what it holds and close its last segment; log what was recorded."""

@@ -93,6 +93,8 @@ class SourceConfig(abc.ABC):
     #: Errors the opened source recovers from by itself (a camera reconnects): the capture loop counts and
     #: reports them and reads on. Otherwise a read error ends the capture as a source failure.
     recoverable_errors: ClassVar[bool] = False
+    #: The source opens device nodes (a camera's): a service unit must not hide /dev from it.
+    uses_devices: ClassVar[bool] = False
 
     rate_hz: float
 

@@ -162,6 +162,7 @@ class CameraConfig(SourceConfig):
         "loop": "the camera's dummy file",
     }
     recoverable_errors: ClassVar[bool] = True
+    uses_devices: ClassVar[bool] = True
 
     camera_mode: SensorMode = DEFAULT_CAMERA_MODE
     camera_link: LinkType = LinkType.PCIE
