@@ -134,7 +134,7 @@ def test_metrics_are_scraped_twice_and_the_counters_advance(start_daemon, tmp_pa
                       "--width", "32", "--ring-planes", "800", "--metrics", f"127.0.0.1:{port}"])
     url = f"http://127.0.0.1:{port}/metrics"
     first = scrape_until(url, lambda m: m.get("spike_edge_frames_total", 0) > 0, 30, d.text)
-    with Subscriber(d.pub, topics=("frame",)) as sub:
+    with Subscriber(d.pub, topics=("frame",), max_message_bytes=1 << 20) as sub:  # fixed limit: one socket
         assert sub.next(10) is not None, d.text()
         d.request("stats")
         d.request("describe")
