@@ -14,7 +14,13 @@ What the child reports, and where:
 - rare events through a ``multiprocessing`` queue (``put`` never blocks the child): ``started``,
   ``error`` (rate-limited), ``reconnect``, ``discontinuity``, ``behind``, ``end-of-stream``,
   ``fatal``;
-- its final state in the header (``ENDED``, ``FAILED``, ``STOPPED``) and its exit code.
+- its final state in the header (``ENDED``, ``FAILED``, ``STOPPED``) and its exit code;
+- progress: ``writer_t_ns`` in the header is stamped on every pass of the loop (and while a
+  ``block`` writer waits for space), so a child that stops making progress (SIGSTOP, a read that
+  hangs in the vendor SDK) shows as a stale stamp; the daemon calls that a stall;
+- new data: after every block written (and once more at its end) the child writes one byte
+  to a pipe (``CaptureProcess.wake_fd``; a full pipe drops the byte, the daemon drains it), so the
+  daemon sleeps in ``poll`` on that pipe and its sockets instead of waking on a timer.
 
 Plane indices: the ring is indexed by the source's plane indices. A source that jumps forward
 (camera frames lost) leaves a source gap the reader sees explicitly; one that goes back (a camera
@@ -67,13 +73,29 @@ BEHIND_EVENT_MIN_INTERVAL_S = 10.0  # ... at most this often
 
 
 # -- the child process ----------------------------------------------------------------------------
-def capture_main(spec: SourceConfig, ring_name: str, events, parent_pid: int) -> None:
+class _Notifier:
+    """The child's end of the wake pipe: one byte per notification, never blocking (a full pipe already wakes)."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self._fd = conn.fileno()
+        os.set_blocking(self._fd, False)
+
+    def __call__(self) -> None:
+        try:
+            os.write(self._fd, b"\x01")
+        except (BlockingIOError, BrokenPipeError):
+            pass
+
+
+def capture_main(spec: SourceConfig, ring_name: str, events, parent_pid: int, wake=None) -> None:
     """Entry point of the capture process. Exit code 0 (end-of-stream or stopped) or 3 (failure)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("flag", True))
     ring = SpikeRing.attach(ring_name)
     ring.set("writer_pid", os.getpid())
+    notify = _Notifier(wake) if wake is not None else (lambda: None)
     code = 0
     try:
         try:
@@ -84,16 +106,19 @@ def capture_main(spec: SourceConfig, ring_name: str, events, parent_pid: int) ->
             code = 3
         else:
             with source:
+                ring.set("writer_t_ns", time.monotonic_ns())
                 ring.set("state", int(WriterState.RUNNING))
                 events.put(("started", {"geometry": str(source.geometry), "rate_hz": float(source.rate_hz)}))
-                code = _capture_loop(source, ring, events, spec, stop, parent_pid)
+                code = _capture_loop(source, ring, events, spec, stop, parent_pid, notify)
     finally:
+        notify()  # the final state is in the header
         ring.close()
     if code:
         sys.exit(code)  # multiprocessing turns this into the exit code (after flushing the queue)
 
 
-def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dict, parent_pid: int) -> int:
+def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dict, parent_pid: int,
+                  notify=lambda: None) -> int:
     kind = kind_of(spec).value
     offset = 0  # rebase for sources whose plane counter goes back (camera restart)
     last_error_event = 0.0
@@ -107,6 +132,7 @@ def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dic
             ring.set("state", int(WriterState.STOPPED))
             return 0
         now = time.monotonic()
+        ring.set("writer_t_ns", time.monotonic_ns())  # progress: the daemon watches this stamp
         if now >= check_parent_at:
             check_parent_at = now + 0.5
             if os.getppid() != parent_pid:  # the daemon died without telling us
@@ -131,6 +157,7 @@ def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dic
                 ring.add("discontinuities")
                 events.put(("discontinuity", f"source plane index went back to {block.first_plane}; rebased to {first}"))
             ring.write(first, block.planes, block.capture_t_ns, should_stop=should_stop)
+            notify()
             if schedule is not None:
                 behind_ns = schedule.behind_ns(block)
                 ring.set("behind_us", behind_ns // 1000)
@@ -179,11 +206,37 @@ class CaptureProcess:
         self.ring = ring
         ctx = mp.get_context("spawn")
         self.events = ctx.Queue()
-        self.process = ctx.Process(target=capture_main, args=(spec, ring.name, self.events, os.getpid()),
+        self._wake_r, wake_w = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=capture_main, args=(spec, ring.name, self.events, os.getpid(), wake_w),
                                    name="spike-capture", daemon=True)
+        self._wake_w = wake_w
+        self.wake_fd = self._wake_r.fileno()  # readable when the child wrote planes (poll it, then ``drain``)
+        os.set_blocking(self.wake_fd, False)
 
     def start(self) -> None:
         self.process.start()
+        self._wake_w.close()  # the child holds its own copy
+
+    def drain(self) -> bool:
+        """Empty the wake pipe (call after ``poll`` said it is readable, before looking at the ring).
+
+        False once the child has closed its end (it exited): the pipe then stays readable, so stop polling it.
+        """
+        try:
+            while True:
+                data = os.read(self.wake_fd, 4096)
+                if not data:
+                    return False
+                if len(data) < 4096:
+                    return True
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
     def poll_events(self) -> list[tuple[str, Any]]:
         out = []
@@ -214,4 +267,5 @@ class CaptureProcess:
             self.process.kill()
             self.process.join(0.2)
         self.events.cancel_join_thread()
+        self._wake_r.close()
         return self.process.exitcode

@@ -1,6 +1,7 @@
 """The control protocol: the commands, the request codec and its limits (both sides use this module).
 
-A request is one msgpack map ``{"cmd": NAME, "params": {...}}``; every request gets exactly one reply,
+A request is one msgpack map ``{"cmd": NAME, "params": {...}}`` whose keys and ``cmd`` are msgpack str
+(bin-typed ones are answered with an error saying so); every request gets exactly one reply,
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. ``docs/wire-format.md`` describes it for
 people writing clients in other languages. The server side (the socket) is ``edge.live.control``; the
 client is ``edge.protocol.client``.
@@ -31,7 +32,13 @@ def parse_request(parts: list[bytes]) -> tuple[str, dict[str, Any]]:
         request = unpack_map(raw, "request")
     except WireError as exc:
         raise ControlRequestError(f"{exc} (a request is a map like {{'cmd': 'describe'}})") from None
+    bin_keys = [key for key in request if isinstance(key, bytes)]
+    if bin_keys:
+        raise ControlRequestError(f"request keys must be msgpack str (UTF-8 strings), got bin {bin_keys[0]!r}")
     cmd = request.get("cmd")
+    if isinstance(cmd, bytes):
+        raise ControlRequestError(f"cmd must be a msgpack str (a UTF-8 string), got bin {cmd!r}; "
+                                  f"expected one of {', '.join(COMMANDS)}")
     if cmd not in COMMANDS:
         raise ControlRequestError(f"unknown command {cmd!r}; expected one of {', '.join(COMMANDS)}")
     params = request.get("params", {})

@@ -123,3 +123,14 @@ def test_bad_requests_get_errors_and_the_server_keeps_answering(served):
         assert ask(server, ctx, "health") == {"ok": True, "state": "running"}  # the next good one is answered
         assert (server.requests, server.errors) == (2 * (i + 1), i + 1)
     assert settings.hop == 40  # a rejected set changed nothing
+
+
+def test_bin_typed_strings_are_answered_with_what_to_send_instead(served):
+    """Strings on the control socket are msgpack str; a client that packs them as bin is told so."""
+    server, _, ctx = served
+    reply = raw_request(ctx, server.endpoint, [msgpack.packb({"cmd": b"describe"}, use_bin_type=True)])
+    assert reply["ok"] is False, reply
+    assert "cmd must be a msgpack str" in reply["error"] and "b'describe'" in reply["error"], reply
+    reply = raw_request(ctx, server.endpoint, [msgpack.packb({b"cmd": "describe"}, use_bin_type=True)])
+    assert reply["ok"] is False and "keys must be msgpack str" in reply["error"] and "b'cmd'" in reply["error"], reply
+    assert ask(server, ctx, "health") == {"ok": True, "state": "running"}
