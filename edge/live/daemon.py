@@ -21,8 +21,11 @@ Changing the method or window (``set``) needs a new reconstructor: it is built, 
 an empty window, on a background thread while the old one keeps streaming; the loop swaps them
 between windows when it is ready (``_PendingSet``). The reply says ``pending``; ``describe``
 shows ``pending_set`` until it is applied, and the swap (or a failure) is an event and a log
-line. Building a network imports torch and, for ONNX Runtime, exports the graph; both hold the
-GIL for up to about 0.5 s at a time here (measured), the longest pause the stream sees.
+line. What the thread cannot hide is the first load of torch (and of ONNX, which torch's exporter
+imports) into the process: loading those extension libraries holds the GIL, 0.2-0.5 s each on a
+quiet 2-core machine and seconds on a loaded one (measured); later builds pause the stream for
+well under 0.1 s. Only building in another process would hide that (not done: a network runs in
+the daemon's process).
 
 Capture progress: the capture stamps ``writer_t_ns`` in the ring header on every pass of its loop.
 A stamp older than ``STALL_DETECT_S`` (0.5 s) while the source is running is a stall (a SIGSTOPped

@@ -152,10 +152,11 @@ def test_set_method_builds_aside_and_frames_keep_flowing(start_daemon):
 
     The daemon starts on LRN and is switched to TFP first: the test measures the build, not the one-time
     loading of torch and ONNX into the process (dlopen holds the interpreter lock for a few hundred ms on
-    the first network a daemon ever uses; docs/wire-format.md says so)."""
+    the first network a daemon ever uses; docs/wire-format.md says so). At the camera's 250x400 the build
+    (export, session, one inference) takes longer than the gap allowed, so a build on the loop would show."""
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
-    d = start_daemon(["--simulate", "--rate-hz", "4000", "--hop", "40", "--method", "lrn", *geometry_args()])
+    d = start_daemon(["--simulate", "--rate-hz", "4000", "--hop", "40", "--method", "lrn"])
     ctx = zmq.Context()
     try:
         sock = subscribe(ctx, d.pub, b"frame")
@@ -172,16 +173,18 @@ def test_set_method_builds_aside_and_frames_keep_flowing(start_daemon):
         busy = ask(d, "set", method="stir")  # one rebuild at a time
         assert busy["ok"] is False and "still being prepared" in busy["error"], busy
         assert ask(d, "describe")["pending_set"]["method"] == "lrn"
-        messages = receive_for(sock, 120, until=lambda got: sum(m[0].method == "lrn" for _, m in got) >= 5)
+        messages = receive_for(sock, 120, until=lambda got: sum(m[0].method == "lrn" for _, m in got) >= 3)
         frames = [f for f in frames_in(messages) if f.publish_t_ns > t_set]
         methods = [f.method for f in frames]
-        assert methods.count("lrn") >= 5, f"no lrn frames; log:\n{d.text()}"
+        assert methods.count("lrn") >= 3, f"no lrn frames; log:\n{d.text()}"
         switch = methods.index("lrn")
         assert set(methods[:switch]) == {"tfp"} and set(methods[switch:]) == {"lrn"}, "one swap, between windows"
-        build_s = (frames[switch].publish_t_ns - t_set) / 1e9
-        published = np.array([t_set] + [f.publish_t_ns for f in frames[: switch + 1]]) / 1e9
-        longest_gap_s = float(np.diff(published).max())
-        assert switch >= 5, f"the old method must stream while the new one is built ({build_s:.2f} s)"
+        build_s = (frames[switch].dequeue_t_ns - t_set) / 1e9
+        # the loop's pauses: between TFP frames, and until it took the first LRN window (LRN's own inference,
+        # a few hundred ms at 250x400 on a CPU, is the new method's frame time, not a pause)
+        loop_t = [t_set] + [f.publish_t_ns for f in frames[:switch]] + [frames[switch].dequeue_t_ns]
+        longest_gap_s = float(np.diff(np.array(loop_t) / 1e9).max())
+        assert switch >= 1, f"the old method must stream while the new one is built ({build_s:.2f} s)"
         assert longest_gap_s < 0.5, f"frames stopped for {longest_gap_s:.2f} s during a {build_s:.2f} s build"
         described = ask(d, "describe")
         assert described["method"] == "lrn" and described["window"] == 200 and described["pending_set"] is None
