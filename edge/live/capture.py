@@ -18,6 +18,12 @@ What the child reports, and where:
 - what the opened source's own ``status()`` says (a camera: its library's state, last error and
   reconnects), where it has one, as a ``source-status`` event when it changes (checked every
   ``STATUS_PERIOD_S``).
+- progress: ``writer_t_ns`` in the header is stamped on every pass of the loop (and while a
+  ``block`` writer waits for space), so a child that stops making progress (SIGSTOP, a read that
+  hangs in the vendor SDK) shows as a stale stamp; the daemon calls that a stall;
+- new data: after every block written (and once more at its end) the child writes one byte
+  to a pipe (``CaptureProcess.wake_fd``; a full pipe drops the byte, the daemon drains it), so the
+  daemon sleeps in ``poll`` on that pipe and its sockets instead of waking on a timer.
 
 Plane indices: the ring is indexed by the source's plane indices. A source that jumps forward
 (camera frames lost) leaves a source gap the reader sees explicitly; one that goes back (a camera
@@ -77,8 +83,23 @@ STATUS_PERIOD_S = 0.5
 
 
 # -- the child process ----------------------------------------------------------------------------
+class _Notifier:
+    """The child's end of the wake pipe: one byte per notification, never blocking (a full pipe already wakes)."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self._fd = conn.fileno()
+        os.set_blocking(self._fd, False)
+
+    def __call__(self) -> None:
+        try:
+            os.write(self._fd, b"\x01")
+        except (BlockingIOError, BrokenPipeError):
+            pass
+
+
 def capture_main(spec: SourceConfig, ring_name: str, events, parent_pid: int,
-                 record_ring_name: str | None = None) -> None:
+                 record_ring_name: str | None = None, wake=None) -> None:
     """Entry point of the capture process. Exit code 0 (end-of-stream or stopped) or 3 (failure)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = {"flag": False}
@@ -86,6 +107,7 @@ def capture_main(spec: SourceConfig, ring_name: str, events, parent_pid: int,
     ring = SpikeRing.attach(ring_name)
     ring.set("writer_pid", os.getpid())
     record = SpikeRing.attach(record_ring_name) if record_ring_name else None
+    notify = _Notifier(wake) if wake is not None else (lambda: None)
     code = 0
     try:
         try:
@@ -96,20 +118,22 @@ def capture_main(spec: SourceConfig, ring_name: str, events, parent_pid: int,
             code = 3
         else:
             with source:
+                ring.set("writer_t_ns", time.monotonic_ns())
                 ring.set("state", int(WriterState.RUNNING))
                 events.put(("started", {"geometry": str(source.geometry), "rate_hz": float(source.rate_hz)}))
-                code = _capture_loop(source, ring, events, spec, stop, parent_pid, record)
+                code = _capture_loop(source, ring, events, spec, stop, parent_pid, record, notify)
     finally:
         if record is not None:  # nothing more comes: the recorder writes what it has, then ends
             record.set("state", ring.get("state") if ring.finished else int(WriterState.STOPPED))
             record.close()
+        notify()  # the final state is in the header
         ring.close()
     if code:
         sys.exit(code)  # multiprocessing turns this into the exit code (after flushing the queue)
 
 
 def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dict, parent_pid: int,
-                  record: SpikeRing | None = None) -> int:
+                  record: SpikeRing | None = None, notify=lambda: None) -> int:
     kind = kind_of(spec).value
     offset = 0  # rebase for sources whose plane counter goes back (camera restart)
     last_error_event = 0.0
@@ -126,6 +150,7 @@ def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dic
             ring.set("state", int(WriterState.STOPPED))
             return 0
         now = time.monotonic()
+        ring.set("writer_t_ns", time.monotonic_ns())  # progress: the daemon watches this stamp
         if now >= check_parent_at:
             check_parent_at = now + 0.5
             if os.getppid() != parent_pid:  # the daemon died without telling us
@@ -160,6 +185,7 @@ def _capture_loop(source, ring: SpikeRing, events, spec: SourceConfig, stop: dic
                 record = None  # the recorder stopped or failed: feed it no more
             if record is not None:  # the raw recording's copy
                 record.write(first, block.planes, block.capture_t_ns, should_stop=should_stop)
+            notify()
             if schedule is not None:
                 behind_ns = schedule.behind_ns(block)
                 ring.set("behind_us", behind_ns // 1000)
@@ -208,12 +234,38 @@ class CaptureProcess:
         self.ring = ring
         ctx = mp.get_context("spawn")
         self.events = ctx.Queue()
+        self._wake_r, wake_w = ctx.Pipe(duplex=False)
         self.process = ctx.Process(target=capture_main, name="spike-capture", daemon=True,
                                    args=(spec, ring.name, self.events, os.getpid(),
-                                         record_ring.name if record_ring is not None else None))
+                                         record_ring.name if record_ring is not None else None, wake_w))
+        self._wake_w = wake_w
+        self.wake_fd = self._wake_r.fileno()  # readable when the child wrote planes (poll it, then ``drain``)
+        os.set_blocking(self.wake_fd, False)
 
     def start(self) -> None:
         self.process.start()
+        self._wake_w.close()  # the child holds its own copy
+
+    def drain(self) -> bool:
+        """Empty the wake pipe (call after ``poll`` said it is readable, before looking at the ring).
+
+        False once the child has closed its end (it exited): the pipe then stays readable, so stop polling it.
+        """
+        try:
+            while True:
+                data = os.read(self.wake_fd, 4096)
+                if not data:
+                    return False
+                if len(data) < 4096:
+                    return True
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
     def poll_events(self) -> list[tuple[str, Any]]:
         out = []
@@ -244,4 +296,5 @@ class CaptureProcess:
             self.process.kill()
             self.process.join(0.2)
         self.events.cancel_join_thread()
+        self._wake_r.close()
         return self.process.exitcode

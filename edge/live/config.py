@@ -4,8 +4,11 @@ Fields are enums and typed values: ``method`` (``Method``), ``backend`` (``Backe
 (``DeviceSetting``: a ``Device`` or ``auto``), ``policy`` (``WorkerPolicy``; None: ``all`` for a
 deterministic replay, ``latest`` for live sources), ``dtype`` (a ``PayloadDtype`` the daemon
 publishes), hop, window and ring sizes in planes, the ring's cap in MB, endpoints, CURVE keys
-(``edge.live.security``), the source (``edge.live.sources``) and the raw recording (``record*``:
-``recording`` gives them as ``edge.live.recorder.RecordSettings``).
+(``edge.live.security``), the ``latest`` policy's latency budget (ms), the time after which a capture
+process that makes no progress is a source failure (s), ``wait_subscribers`` (None: 1 for a
+deterministic replay, so that nothing is published into nothing, 0 for live sources), the source
+(``edge.live.sources``) and the raw recording (``record*``: ``recording`` gives them as
+``edge.live.recorder.RecordSettings``).
 
 Each setting is checked and converted once, where it enters, by its ``parse_*`` function
 (``ValueError`` quoting the value): the command line and a TOML ``--config`` file through
@@ -34,7 +37,7 @@ from edge.live.options import Option, spellings, to_float, to_int, to_member, to
 from edge.live.recorder import DEFAULT_BUFFER_MB, DEFAULT_MIN_FREE_MB, DEFAULT_SEGMENT_MB, MB, RecordSettings
 from edge.live.security import ClientAllowList, ServerKey, is_local_endpoint
 from edge.live.sources import SourceConfig, selectors, source_from_options, source_options
-from edge.live.worker import DEFAULT_HOP_PLANES, DEFAULT_MAX_BATCH, WorkerPolicy
+from edge.live.worker import DEFAULT_HOP_PLANES, DEFAULT_LATENCY_BUDGET_MS, DEFAULT_MAX_BATCH, WorkerPolicy
 from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL, HttpAddress, parse_http_address
 from edge.protocol.wire import PayloadDtype
 from edge.reconstruction.backends.base import BackendName, Device
@@ -45,6 +48,7 @@ DEFAULT_RING_PLANES = 4000  # 100 ms at 40 kHz; 50 MB at 250x400
 MIN_RING_PLANES = 2
 DEFAULT_MAX_RING_MB = 1024  # MB (10**6 bytes): 2 s of a 250x400 camera at 40 kHz
 DEFAULT_DTYPE = PayloadDtype.FLOAT32
+DEFAULT_CAPTURE_STALL_S = 5.0  # a capture process without progress this long is a source failure (exit 3)
 #: What the daemon publishes: reconstructions are floats (``uint8`` frames would need a scale).
 PUBLISHED_DTYPES = (PayloadDtype.FLOAT32, PayloadDtype.FLOAT16)
 
@@ -168,6 +172,19 @@ def parse_metrics(value: Any) -> HttpAddress:
     return parse_http_address(value, "metrics")
 
 
+def parse_latency_budget_ms(value: Any) -> float:
+    """How long the oldest ready window may wait before ``latest`` skips to the newest: a number >= 0 (ms)."""
+    budget = to_float(value, "latency_budget_ms")
+    if budget < 0:
+        raise ValueError(f"latency_budget_ms must be >= 0, got {value!r}")
+    return budget
+
+
+def parse_capture_stall_s(value: Any) -> float:
+    """Seconds without progress after which the capture process counts as failed: a number > 0."""
+    return to_float(value, "capture_stall_s", positive=True)
+
+
 #: The daemon's own options (the sources' are in ``edge.live.sources``), in command-line order.
 OPTIONS: tuple[Option, ...] = (
     Option("method", str, parse_method, choices=spellings(Method), default=DEFAULT_METHOD.value, show_default=True),
@@ -191,8 +208,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("bind", str, parse_endpoint, default=DEFAULT_PUB_URL, show_default=True, help="PUB (XPUB) address."),
     Option("control", str, parse_endpoint, default=DEFAULT_CONTROL_URL, show_default=True,
            help="Control socket address (ROUTER: REQ or DEALER clients)."),
-    Option("wait_subscribers", int, parse_wait_subscribers, default=0, show_default=True,
-           help="Start streaming once N frame subscribers are connected."),
+    Option("wait_subscribers", int, parse_wait_subscribers,
+           help="Start streaming once N frame subscribers are connected; default 1 for a deterministic replay "
+                "(--replay without --realtime: nothing is published into nothing), 0 for live sources."),
+    Option("latency_budget_ms", float, parse_latency_budget_ms, default=DEFAULT_LATENCY_BUDGET_MS, show_default=True,
+           help="Policy latest: skip to the newest window only when the oldest ready one has waited longer than "
+                "this since its capture."),
+    Option("capture_stall_s", float, parse_capture_stall_s, default=DEFAULT_CAPTURE_STALL_S, show_default=True,
+           help="A capture process without progress this long is a source failure (exit 3); health says "
+                "degraded after 0.5 s."),
     *RECORD_OPTIONS,
     Option("curve_secret", Path, parse_curve_secret, value_name="FILE",
            help="CURVE: the daemon's secret certificate (server.key_secret of `spike-edge keys generate`); "
@@ -225,7 +249,9 @@ class DaemonConfig:
     dtype: PayloadDtype = DEFAULT_DTYPE
     bind: str = DEFAULT_PUB_URL
     control: str = DEFAULT_CONTROL_URL
-    wait_subscribers: int = 0
+    wait_subscribers: int | None = None  # None: 1 for a deterministic replay, 0 for live sources
+    latency_budget_ms: float = DEFAULT_LATENCY_BUDGET_MS
+    capture_stall_s: float = DEFAULT_CAPTURE_STALL_S
     curve_secret: ServerKey | None = None
     curve_clients: ClientAllowList | None = None
     metrics: HttpAddress | None = None  # None: no metrics server
@@ -304,6 +330,13 @@ class DaemonConfig:
                               buffer_bytes=int(self.record_buffer_mb * MB),
                               max_bytes=None if self.record_max_mb is None else int(self.record_max_mb * MB),
                               min_free_bytes=int(self.record_min_free_mb * MB))
+
+    @property
+    def effective_wait_subscribers(self) -> int:
+        """Frame subscribers to wait for: as given, else 1 for a deterministic replay and 0 for live sources."""
+        if self.wait_subscribers is not None:
+            return self.wait_subscribers
+        return 1 if self.deterministic else 0
 
     @property
     def deterministic(self) -> bool:

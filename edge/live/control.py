@@ -4,14 +4,14 @@ Commands (documented for people in ``docs/wire-format.md``):
 
 - ``describe``: what runs (stream id, source, geometry, rate, method, backend, window, hop,
   policy, dtype, ring size, endpoints, wire version).
-- ``health``: ``state`` (``starting | running | ended | failed | stopping``), capture alive, ages
-  of the newest plane/frame.
+- ``health``: ``state`` (``starting | running | degraded | ended | failed | stopping``), capture
+  alive / stalled, ages of the newest plane/frame, recent events.
 - ``stats``: live counters (frames, rates, ring overruns, worker skips, source timeouts /
   errors / reconnects, subscribers, latency percentiles).
 - ``set``: ``{"cmd": "set", "params": {"hop": 80}}`` (parameters may also sit at the top level of
   the request). Keys: ``method``, ``window``, ``hop``, ``policy``. All values are validated first;
   one bad value rejects the whole request and changes nothing. Accepted settings take effect
-  between windows.
+  between windows (``method``/``window`` once their reconstructor is built: reply ``pending``).
 
 Every request gets exactly one reply. Success: ``{"ok": true, ...}``. Failure (not msgpack, not a
 map, no/unknown ``cmd``, bad values, extra message parts): ``{"ok": false, "error": "..."}``;

@@ -3,38 +3,70 @@
 Processes and threads: the capture side runs in its own process (``edge.live.capture``), so reading
 the camera never competes with inference for the GIL; everything else runs on the daemon's main
 thread in one loop, between windows: run one worker step, publish its frames, and at most every
-``SERVICE_PERIOD_S`` (2 ms) serve control requests, read subscription changes and capture events
-and send a heartbeat when due (every 0.5 s). Servicing on every pass cost as much CPU as TFP at
-1,000 frames/s; 2 ms is well below any control or monitoring latency anyone notices.
-One thread owns every ZeroMQ socket (sockets are not thread-safe), and ``set`` requests are
-applied between windows by construction.
+``SERVICE_PERIOD_S`` (2 ms) serve control requests, read subscription changes and capture events,
+watch the capture's progress and send a heartbeat when due (every 0.5 s). Servicing on every pass
+cost as much CPU as TFP at 1,000 frames/s; 2 ms is well below any control or monitoring latency
+anyone notices. One thread owns every ZeroMQ socket (sockets are not thread-safe), and ``set``
+requests are applied between windows by construction.
+
+Waking: when no window is ready the loop sleeps in one ``zmq.Poller.poll`` on the control socket,
+the publisher (subscriptions) and the capture's wake pipe (a byte per block written,
+``edge.live.capture``), with a timeout of at most ``IDLE_WAIT_MAX_S`` (50 ms: the heartbeat and
+the stall watch). A new block wakes it at once, so a window is reconstructed as soon as its last
+plane is in the ring, and an idle daemon costs nothing between blocks. (It used to sleep 0.2 ms
+at a time and look again: a 1 ms frame period then often found two windows ready at once, which
+``latest`` took for falling behind.)
+
+Changing the method or window (``set``) needs a new reconstructor: it is built, and run once on
+an empty window, on a background thread while the old one keeps streaming; the loop swaps them
+between windows when it is ready (``_PendingSet``). The reply says ``pending``; ``describe``
+shows ``pending_set`` until it is applied, and the swap (or a failure) is an event and a log
+line. What the thread cannot hide is the first load of torch (and of ONNX, which torch's exporter
+imports) into the process: loading those extension libraries holds the GIL, 0.2-0.5 s each on a
+quiet 2-core machine and seconds on a loaded one (measured); later builds pause the stream for
+well under 0.1 s. Only building in another process would hide that (not done: a network runs in
+the daemon's process).
+
+Capture progress: the capture stamps ``writer_t_ns`` in the ring header on every pass of its loop.
+A stamp older than ``STALL_DETECT_S`` (0.5 s) while the source is running is a stall (a SIGSTOPped
+child, a read hung in the vendor SDK): state ``degraded``, an event, a log line and
+``capture_stalled`` in the heartbeats; progress again clears it. A stall longer than
+``--capture-stall-s`` is a source failure (exit 3).
 
 Modes:
 
 - deterministic replay (``--replay`` without ``--realtime``; policy ``all``): ring writer policy
   ``block`` and a lossless publisher, so every window of the file is published exactly once, in
-  order, whatever the speed of the machine or the subscribers.
+  order, whatever the speed of the machine or the subscribers. By default it waits for one frame
+  subscriber before streaming (``--wait-subscribers``; with 0 it warns at the start, and at the
+  end says how many frames were published with no subscriber connected).
 - live (camera, simulator, ``--realtime`` replay; policy ``latest``): ring ``overwrite`` (the
-  capture never waits), worker ``latest`` (skips to the newest window, counted), publisher drops
-  at the HWM for a stalled subscriber.
+  capture never waits), worker ``latest`` (skips to the newest window, counted, once the oldest
+  ready window is older than ``--latency-budget-ms``), publisher drops at the HWM for a stalled
+  subscriber.
 
 Shutdown: SIGINT/SIGTERM set a flag; the loop stops the capture (ring stop flag, then SIGTERM),
 sends end-of-stream, closes the sockets (LINGER 0) and removes the ring, well within a second.
 
 Source losses are counters in ``stats`` (so in every heartbeat too), never silent:
-``source_errors``, ``camera_reconnects`` and ``discontinuities`` (a camera that vanished and came
-back; each event is also a log line), ``capture_gap_planes`` (planes the source never delivered:
-an outage at the source's rate, blocks the camera dropped), ``source_gap_planes`` (planes the
-worker had to give up a window for), ``source_dropped_blocks`` (the camera queue's drop-oldest),
-``source_late_blocks`` and ``source_behind_ms`` (a live simulator that cannot keep up with its
-rate). The first frame after any loss carries ``discontinuity``.
+``source_errors``, ``camera_reconnects`` and ``source_discontinuities`` (a camera that vanished and
+came back; each event is also a log line), ``capture_gap_planes`` (planes the source never
+delivered: an outage at the source's rate, blocks the camera dropped), ``source_gap_planes``
+(planes the worker had to give up a window for), ``source_dropped_blocks`` (the camera queue's
+drop-oldest), ``source_late_blocks`` and ``source_behind_ms`` (a live simulator that cannot keep up
+with its rate). The first frame after any loss carries ``discontinuity``, and
+``discontinuity_frames`` counts the frames published with it: each follows skipped windows
+(``worker_skipped_windows``), lost windows (``lost_windows``: their planes were overwritten,
+``ring_overrun_planes``, or never delivered, ``source_gap_planes``) or a source discontinuity.
+Every key is listed with its unit in ``docs/wire-format.md`` (a test holds the two equal).
 
 Raw recording (``--record DIR``, ``edge.live.recorder``): a recorder process beside the capture
 writes every captured plane into DIR through its own buffer; it never holds up the capture in live
 modes, and what it drops or why it stopped is in ``stats`` (``record_*``), ``health`` and the log.
 
 State (``DaemonState``, the ``state`` of ``health`` and ``stats``): ``starting`` until the capture
-has started, ``running``, then ``ended`` (a finite source ended), ``failed`` or ``stopping``.
+has started, ``running`` (``degraded`` while the capture makes no progress), then ``ended`` (a
+finite source ended), ``failed`` or ``stopping``.
 
 Setup refuses what cannot work before anything starts (exit 2): a finite source shorter than one
 window (a short replay: no frame could ever be published), and a ring over ``--max-ring-mb`` or
@@ -64,13 +96,15 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import secrets
 import signal
 import socket
+import threading
 import time
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -92,7 +126,7 @@ from edge.live.service import ServiceNotifier, status_line
 from edge.protocol.wire import WIRE_VERSION, EndOfStream, FrameHeader, Heartbeat, PayloadDtype, encode_eos, encode_frame, encode_heartbeat
 from edge.live.worker import Worker
 from edge.reconstruction.backends.base import Device
-from edge.reconstruction.methods import Method
+from edge.reconstruction.methods import Method, method_spec
 from firmware_io.contract import now_ns
 from firmware_io.segments import prepare_folder
 from firmware_io.exits import ExitCode
@@ -101,7 +135,9 @@ log = logging.getLogger("edge.live.daemon")
 
 HEARTBEAT_PERIOD_S = 0.5
 SERVICE_PERIOD_S = 0.002
-IDLE_SLEEP_S = 0.0002  # zmq poll timeouts are whole milliseconds: poll(0.3) would spin
+IDLE_WAIT_MAX_S = 0.05  # the longest poll while idle: bounds heartbeat jitter and the stall watch
+STALL_DETECT_S = 0.5  # capture progress older than this: a stall (health degraded, event, heartbeat flag)
+WAIT_REMINDER_S = 10.0  # while waiting for subscribers, say so again this often
 EOS_REPEATS = 3
 EOS_SPACING_S = 0.05
 END_FLUSH_S = 2.0  # lossless mode: bounded time to flush the queue after a natural end
@@ -114,6 +150,7 @@ class DaemonState(str, enum.Enum):
 
     STARTING = "starting"
     RUNNING = "running"
+    DEGRADED = "degraded"  # running, but the capture process has made no progress for STALL_DETECT_S
     ENDED = "ended"
     FAILED = "failed"
     STOPPING = "stopping"
@@ -123,6 +160,21 @@ class DaemonError(RuntimeError):
     def __init__(self, code: ExitCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+@dataclass
+class _PendingSet:
+    """A ``set`` of method/window whose reconstructor is being built on a background thread."""
+
+    method: Method
+    window: int | None
+    hop: int | None  # None: unchanged
+    policy: Any  # WorkerPolicy, or None: unchanged
+    requested: dict[str, Any]  # what the reply and describe show
+    started_ns: int = field(default_factory=now_ns)
+    reconstructor: Any = None
+    error: str | None = None
+    finished: bool = False  # set last by the thread (after reconstructor/error)
 
 
 class Daemon:
@@ -138,6 +190,12 @@ class Daemon:
         self.frame_times: deque[int] = deque(maxlen=LATENCY_HISTORY)
         self.events_log: deque[str] = deque(maxlen=20)
         self.source_status: dict[str, Any] | None = None  # the source's own report (a camera's library)
+        self.discontinuity_frames = 0  # frames published with the discontinuity flag
+        self.frames_without_subscriber = 0  # frames published while no frame subscriber was connected
+        self.capture_stalled = False
+        self.capture_stalls = 0  # stall episodes so far
+        self._stall_since_ns = 0
+        self._pending: _PendingSet | None = None
         self.state = DaemonState.STARTING
         self.ring: SpikeRing | None = None
         self.capture: CaptureProcess | None = None
@@ -200,7 +258,7 @@ class Daemon:
             raise DaemonError(ExitCode.BAD_INPUT, str(exc)) from exc
         try:
             self.worker = Worker(self.ring, self.reconstructor, hop_planes=cfg.hop, policy=policy,
-                                 max_batch=cfg.max_batch)
+                                 max_batch=cfg.max_batch, latency_budget_ns=int(cfg.latency_budget_ms * 1e6))
         except ValueError as exc:
             raise DaemonError(ExitCode.BAD_INPUT, str(exc)) from exc
         if resolve_device(cfg.device, cfg.method) is Device.CUDA:
@@ -294,7 +352,8 @@ class Daemon:
         return code
 
     def _service(self) -> None:
-        """Everything but the worker: control, subscriptions, capture events, heartbeat, service watchdog."""
+        """Everything but the worker: control, subscriptions, capture events and progress, heartbeat,
+        service watchdog."""
         self.notifier.kick()
         self.control.serve()
         self.publisher.poll_subscriptions()
@@ -303,7 +362,9 @@ class Daemon:
         self._poll_recorder()
         if self.curve is not None:
             self.curve.refresh()
-        if now_ns() >= self._next_heartbeat_ns:
+        now = now_ns()
+        self._watch_progress(now)
+        if now >= self._next_heartbeat_ns:
             self._send_heartbeat()
 
     def _on_capture_event(self, kind: str, payload: Any) -> None:
@@ -311,7 +372,7 @@ class Daemon:
             self.source_status = payload
             return
         text = payload if isinstance(payload, str) else repr(payload)
-        self.events_log.append(f"{kind}: {text}")
+        self._event(kind, text)
         if kind == "fatal":
             log.error("capture: %s", text)
             self._fatal = DaemonError(ExitCode.SOURCE_FAILED, f"source failed: {text}")
@@ -326,29 +387,86 @@ class Daemon:
         else:
             log.info("capture %s: %s", kind, text)
 
+    def _event(self, kind: str, text: str) -> None:
+        """One line of ``health``'s ``recent_events``."""
+        self.events_log.append(f"{kind}: {text}")
+
+    def _watch_progress(self, now: int) -> None:
+        """A running capture whose progress stamp is stale is stalled (degraded), and failed after
+        ``--capture-stall-s``; a fresh stamp again clears the stall."""
+        if self._stop_reason is not None or self.ring.state is not WriterState.RUNNING:
+            return
+        stamp = self.ring.get("writer_t_ns")
+        age_s = (now - stamp) / 1e9 if stamp else 0.0
+        limit_s = self.config.capture_stall_s
+        pid = self.capture.pid
+        if age_s >= min(STALL_DETECT_S, limit_s):
+            if not self.capture_stalled:
+                self.capture_stalled = True
+                self.capture_stalls += 1
+                self._stall_since_ns = stamp
+                text = (f"the capture process (pid {pid}) has made no progress for {age_s:.1f} s; "
+                        f"it counts as failed after {limit_s:g} s (--capture-stall-s)")
+                self._event("stalled", text)
+                log.warning("capture stalled: %s", text)
+                if self.state is DaemonState.RUNNING:
+                    self.state = DaemonState.DEGRADED
+                self._next_heartbeat_ns = 0  # tell the subscribers now
+            if age_s >= limit_s:
+                text = f"the capture process (pid {pid}) made no progress for {age_s:.1f} s (--capture-stall-s {limit_s:g})"
+                self._event("fatal", text)
+                self._fatal = DaemonError(ExitCode.SOURCE_FAILED, f"source failed: {text}")
+                self.state = DaemonState.FAILED
+                self.request_stop("source failed")
+        elif self.capture_stalled:
+            self.capture_stalled = False
+            text = f"the capture process (pid {pid}) makes progress again after {(stamp - self._stall_since_ns) / 1e9:.1f} s"
+            self._event("resumed", text)
+            log.warning("capture resumed: %s", text)
+            if self.state is DaemonState.DEGRADED:
+                self.state = DaemonState.RUNNING
+            self._next_heartbeat_ns = 0
+
     def _loop(self) -> ExitCode:
         cfg = self.config
         self._next_heartbeat_ns = 0
-        waiting = cfg.wait_subscribers > 0
+        wait_for = cfg.effective_wait_subscribers
+        waiting = wait_for > 0
         if waiting:
-            log.info("waiting for %d subscriber(s) on %s", cfg.wait_subscribers, self.publisher.endpoint)
+            how = ("deterministic replay: lossless to its subscribers; --wait-subscribers 0 streams at once"
+                   if cfg.wait_subscribers is None else "--wait-subscribers")
+            log.info("waiting for %d frame subscriber(s) on %s before streaming (%s)", wait_for,
+                     self.publisher.endpoint, how)
+            remind_ns = now_ns() + int(WAIT_REMINDER_S * 1e9)
+        elif cfg.deterministic:
+            log.warning("deterministic replay with --wait-subscribers 0: frames published while no subscriber is "
+                        "connected go nowhere (how many is said at the end)")
         poller = zmq.Poller()
         poller.register(self.control.sock, zmq.POLLIN)
         poller.register(self.publisher.sock, zmq.POLLIN)
+        poller.register(self.capture.wake_fd, zmq.POLLIN)
         service_period_ns = int(SERVICE_PERIOD_S * 1e9)
         next_service_ns = 0
         while self._stop_reason is None:
             if now_ns() >= next_service_ns:
                 self._service()
+                self._check_capture()
                 next_service_ns = now_ns() + service_period_ns
+                continue  # the service may have stopped the loop
+            if self._pending is not None and self._pending.finished:
+                self._apply_pending()
             if waiting:
-                if self.publisher.frame_subscribers >= cfg.wait_subscribers:
+                if self.publisher.frame_subscribers >= wait_for:
                     waiting = False
-                    log.info("%d subscriber(s) connected; streaming", self.publisher.frame_subscribers)
+                    log.info("%d frame subscriber(s) connected; streaming", self.publisher.frame_subscribers)
                 else:
-                    poller.poll(5)
-                    self._check_capture()
+                    if now_ns() >= remind_ns:
+                        remind_ns = now_ns() + int(WAIT_REMINDER_S * 1e9)
+                        log.info("still waiting for %d frame subscriber(s) on %s (%d connected)", wait_for,
+                                 self.publisher.endpoint, self.publisher.frame_subscribers)
+                    next_service_ns = self._idle(poller, next_service_ns)
                     continue
+            lost_before = self.worker.lost_windows
             frames = self.worker.step()
             if frames is None:  # the source ended (or failed) and no further window can complete
                 if self.ring.state is WriterState.FAILED:
@@ -365,9 +483,8 @@ class Daemon:
                     self.request_stop("end-of-stream")
                 break
             if not frames:
-                if now_ns() >= next_service_ns:
-                    self._check_capture()
-                time.sleep(IDLE_SLEEP_S)  # a window completes every hop/rate (1 ms at 1,000 frames/s)
+                if self.worker.lost_windows == lost_before:  # else it resumed past a loss: look again at once
+                    next_service_ns = self._idle(poller, next_service_ns)
                 continue
             for frame in frames:
                 if not self._publish(frame):
@@ -375,6 +492,18 @@ class Daemon:
         if self._fatal is not None:
             raise self._fatal
         return ExitCode.OK
+
+    def _idle(self, poller: zmq.Poller, next_service_ns: int) -> int:
+        """Sleep until new planes, a request or subscription, or the next timer; returns the next service time."""
+        now = now_ns()
+        until_ns = min(self._next_heartbeat_ns, now + int(IDLE_WAIT_MAX_S * 1e9))
+        timeout_ms = max(1, math.ceil((until_ns - now) / 1e6))  # zmq poll timeouts are whole milliseconds
+        ready = dict(poller.poll(timeout_ms))
+        if ready.pop(self.capture.wake_fd, None) and not self.capture.drain():
+            poller.unregister(self.capture.wake_fd)  # the child exited: its pipe would stay readable
+        if ready or now_ns() >= until_ns:
+            return 0  # a socket has work, or a timer is due: service on the next pass
+        return next_service_ns
 
     def _check_capture(self, ended_ok: bool = False) -> None:
         """Notice a capture process that died without saying so."""
@@ -405,7 +534,7 @@ class Daemon:
             plane_stop=frame.plane_stop, shape=self.geometry.shape, dtype=cfg.dtype.value, method=rec.method.value,
             backend=rec.backend, weights_id=rec.weights_id, capture_t_ns=frame.capture_t_ns,
             dequeue_t_ns=frame.dequeue_t_ns, infer_start_t_ns=frame.infer_start_t_ns,
-            infer_end_t_ns=frame.infer_end_t_ns, publish_t_ns=publish_t, rate_hz=cfg.source.rate_hz,
+            infer_end_t_ns=frame.infer_end_t_ns, publish_t_ns=publish_t, rate_hz=float(cfg.source.rate_hz),
             ring_overrun_planes=self.worker.overrun_planes,
             worker_skipped_windows=self.worker.skipped_windows, discontinuity=frame.discontinuity)
         parts = encode_frame(header, image)
@@ -414,6 +543,9 @@ class Daemon:
         if not sent:
             return False
         self.seq += 1
+        self.discontinuity_frames += frame.discontinuity
+        if self.publisher.frame_subscribers == 0:
+            self.frames_without_subscriber += 1
         self.last_frame_ns = publish_t
         self.frame_times.append(publish_t)
         self.latency_publish_ns.append(publish_t - frame.capture_t_ns)
@@ -428,12 +560,14 @@ class Daemon:
         for kind, payload in self.capture.poll_events():
             self._on_capture_event(kind, payload)
         self._poll_recorder()
+        self._watch_progress(now_ns())
 
     # -- heartbeats and stats ---------------------------------------------------------------------
     def _send_heartbeat(self) -> None:
         self._next_heartbeat_ns = now_ns() + int(HEARTBEAT_PERIOD_S * 1e9)
         stats = self.stats()
-        hb = Heartbeat(stream_id=self.stream_id, t_ns=now_ns(), last_seq=self.seq - 1, stats=stats)
+        hb = Heartbeat(stream_id=self.stream_id, t_ns=now_ns(), last_seq=self.seq - 1, stats=stats,
+                       capture_stalled=self.capture_stalled)
         # live: dropped for a stalled subscriber like frames; lossless: a bounded wait
         self.publisher.send(encode_heartbeat(hb), should_stop=lambda: True)
         self.notifier.status(stats)
@@ -441,6 +575,7 @@ class Daemon:
             self.metrics.update(stats, self.describe())
 
     def stats(self) -> dict[str, Any]:
+        """The counters of ``stats`` and every heartbeat (each key with its unit in ``docs/wire-format.md``)."""
         ring, worker = self.ring, self.worker
         counters = ring.counters()
         times = list(self.frame_times)
@@ -459,10 +594,12 @@ class Daemon:
             "lost_windows": worker.lost_windows,
             "source_gap_planes": worker.source_gap_planes,
             "capture_gap_planes": counters["source_gap_planes"],
+            "discontinuity_frames": self.discontinuity_frames,
             "source_timeouts": counters["timeouts"],
             "source_errors": counters["errors"],
             "camera_reconnects": counters["reconnects"],
-            "discontinuities": counters["discontinuities"],
+            "source_discontinuities": counters["discontinuities"],
+            "discontinuities": counters["discontinuities"],  # deprecated alias of source_discontinuities
             "source_late_blocks": counters["late_blocks"],
             "source_dropped_blocks": counters["dropped_blocks"],
             "source_behind_ms": round(counters["behind_us"] / 1000, 1),
@@ -471,7 +608,10 @@ class Daemon:
             "ring_fill_planes": min(ring.capacity, max(0, counters["committed"] - max(counters["release"],
                                                                                      counters["first_plane"], 0))),
             "capture_alive": self.capture.alive if self.capture else False,
+            "capture_stalled": self.capture_stalled,
+            "capture_stalls": self.capture_stalls,
             "subscribers": self.publisher.frame_subscribers if self.publisher else 0,
+            "frames_without_subscriber": self.frames_without_subscriber,
             "publish_waits": self.publisher.send_waits if self.publisher else 0,
             "capture_to_publish_ms_p50": round(float(np.percentile(lat, 50)), 3) if len(lat) else None,
             "capture_to_publish_ms_p99": round(float(np.percentile(lat, 99)), 3) if len(lat) else None,
@@ -497,6 +637,9 @@ class Daemon:
             "control": self.control.endpoint, "frames_per_s_nominal": cfg.source.rate_hz / self.worker.hop_planes,
             "source_status": self.source_status,
             "record": self.recorder.settings.describe() if self.recorder else None,
+            "latency_budget_ms": cfg.latency_budget_ms, "capture_stall_s": cfg.capture_stall_s,
+            "wait_subscribers": cfg.effective_wait_subscribers,
+            "pending_set": None if self._pending is None else self._pending.requested,
         }
 
     def health(self) -> dict[str, Any]:
@@ -504,6 +647,7 @@ class Daemon:
         writer_t = self.ring.get("writer_t_ns")
         return {
             "state": self.state.value, "capture_alive": self.capture.alive, "writer_state": self.ring.state.name.lower(),
+            "capture_pid": self.capture.pid, "capture_stalled": self.capture_stalled,
             "last_frame_age_s": None if self.last_frame_ns is None else (now - self.last_frame_ns) / 1e9,
             "writer_age_s": None if not writer_t else (now - writer_t) / 1e9,
             "uptime_s": (now - self.started_ns) / 1e9, "recent_events": list(self.events_log),
@@ -511,10 +655,23 @@ class Daemon:
             **(self.recorder.health() if self.recorder else record_health_off()),
         }
 
+    def _settings(self) -> dict[str, Any]:
+        """The settings in force: what a ``set`` reply shows."""
+        worker = self.worker
+        return {"method": worker.reconstructor.method.value, "window": worker.window_planes,
+                "hop": worker.hop_planes, "policy": worker.policy.value, "from_key_plane": worker.next_key}
+
     def apply_settings(self, params: dict[str, Any]) -> dict[str, Any]:
         """``set``: every value goes through its ``edge.live.config`` parse function first; one bad value
         rejects the request and changes nothing. A value of None leaves that setting as it is (for
-        ``window``: the method's own window)."""
+        ``window``: the method's own window).
+
+        ``hop`` and ``policy`` alone apply at once (reply ``status: applied``). A request with ``method``
+        or ``window`` needs a new reconstructor: it is built on a background thread while the current
+        one keeps streaming, and the whole request applies between two windows once it is ready (reply
+        ``status: pending``; ``describe``'s ``pending_set`` until then; an event either way). One such
+        request at a time: another one meanwhile is rejected.
+        """
         unknown = sorted(set(params) - set(SETTABLE))
         if unknown:
             raise ControlRequestError(f"cannot set {unknown}; settable keys are {', '.join(SETTABLE)}")
@@ -525,21 +682,66 @@ class Daemon:
             policy = None if params.get("policy") is None else parse_policy(params["policy"])
         except ValueError as exc:
             raise ControlRequestError(str(exc)) from None
-        reconstructor = None
-        if "method" in params or "window" in params:
+        if "method" not in params and "window" not in params:
             try:
-                reconstructor = self._build_reconstructor(method, window)
-            except DaemonError as exc:
+                self.worker.configure(hop_planes=hop, policy=policy)
+            except ValueError as exc:
                 raise ControlRequestError(str(exc)) from None
+            applied = self._settings()
+            log.info("control set: %s", applied)
+            return {"status": "applied", "applied": applied}
+        pending = self._pending
+        if pending is not None:
+            raise ControlRequestError(
+                f"a set of {pending.requested} is still being prepared ({(now_ns() - pending.started_ns) / 1e9:.1f} s "
+                f"so far); set method or window again once it is applied (describe: pending_set)")
+        expected_window = window or method_spec(method).window_planes
         try:
-            self.worker.configure(reconstructor=reconstructor, hop_planes=hop, policy=policy)
+            self.worker.check_fits(expected_window, self.worker.hop_planes if hop is None else hop)
         except ValueError as exc:
             raise ControlRequestError(str(exc)) from None
-        applied = {"method": self.worker.reconstructor.method.value, "window": self.worker.window_planes,
-                   "hop": self.worker.hop_planes, "policy": self.worker.policy.value,
-                   "from_key_plane": self.worker.next_key}
-        log.info("control set: %s", applied)
-        return {"applied": applied}
+        requested = {"method": method.value, "window": expected_window,
+                     "hop": self.worker.hop_planes if hop is None else hop,
+                     "policy": (self.worker.policy if policy is None else policy).value}
+        self._pending = _PendingSet(method, window, hop, policy, requested)
+        threading.Thread(target=self._build_pending, args=(self._pending,), name="spike-set-build",
+                         daemon=True).start()
+        self._event("set-pending", f"building {requested} aside; the current method streams meanwhile")
+        log.info("control set: building %s aside; %s streams meanwhile", requested, self.worker.reconstructor.method.value)
+        return {"status": "pending", "pending": requested, "current": self._settings()}
+
+    def _build_pending(self, pending: _PendingSet) -> None:
+        """Background thread: build the new reconstructor and run it once (first-call costs happen here)."""
+        try:
+            reconstructor = self._build_reconstructor(pending.method, pending.window)
+            reconstructor.reconstruct(np.zeros((1, reconstructor.window_planes, self.ring.plane_bytes), dtype=np.uint8))
+            pending.reconstructor = reconstructor
+        except DaemonError as exc:
+            pending.error = str(exc)
+        except Exception as exc:  # a bug or an unexpected library error: reported, the stream goes on
+            log.exception("building the reconstructor for set %s failed", pending.requested)
+            pending.error = f"{type(exc).__name__}: {exc}"
+        pending.finished = True
+
+    def _apply_pending(self) -> None:
+        """Between windows: swap in the reconstructor a pending ``set`` built (or report why it could not)."""
+        pending, self._pending = self._pending, None
+        took_s = (now_ns() - pending.started_ns) / 1e9
+        error = pending.error
+        if error is None:
+            try:
+                self.worker.configure(reconstructor=pending.reconstructor, hop_planes=pending.hop,
+                                      policy=pending.policy)
+            except ValueError as exc:
+                error = str(exc)
+        if error is not None:
+            self._event("set-failed", f"{pending.requested}: {error}")
+            log.error("control set %s failed after %.1f s: %s; %s streams on", pending.requested, took_s, error,
+                      self.worker.reconstructor.method.value)
+            return
+        applied = self._settings()
+        self._event("set-applied", f"{applied} after {took_s:.1f} s")
+        log.info("control set applied after %.1f s: %s", took_s, applied)
 
     def handle_control(self, cmd: str, params: dict[str, Any]) -> dict[str, Any]:
         if cmd == "describe":
@@ -571,6 +773,12 @@ class Daemon:
                 max_wait = END_FLUSH_S if natural_end else 0.05
                 self.publisher.send(encode_eos(replace(eos, t_ns=now_ns())), max_wait_s=max_wait)
             log.info("published %d frames; end of stream (%s)", self.seq, reason)
+            if self.frames_without_subscriber:
+                report = log.warning if self.config.deterministic else log.info
+                report("%d of the %d frames were published while no frame subscriber was connected: they went "
+                       "nowhere%s", self.frames_without_subscriber, self.seq,
+                       " (start the subscriber first and keep --wait-subscribers at 1)" if self.config.deterministic
+                       else "")
             self.publisher.close(linger_s=END_FLUSH_S if natural_end and self.config.deterministic else 0.0)
         if self.control is not None:
             self.control.close()

@@ -11,12 +11,24 @@ Policies (``WorkerPolicy``), explicit and counted:
 - ``all``: every window on the grid is reconstructed, in order; when several are ready they are
   batched (up to ``max_batch``). The default for deterministic replay (with the ring's ``block``
   writer policy nothing can be lost).
-- ``latest``: when more than one window is ready, skip to the newest complete one; the skipped
-  windows are counted (``skipped_windows``) and the next frame carries ``discontinuity``.
+- ``latest``: windows in order, batched like ``all``, as long as the worker keeps up; when it is
+  really behind, skip to the newest complete window. "Behind" is a latency budget
+  (``latency_budget_ns``, ``--latency-budget-ms``): more than one window is ready and the oldest
+  of them has waited longer than the budget since its newest plane was captured. Scheduling
+  jitter (two windows ready at once because the capture handed over two blocks together, or the
+  loop woke a little late) is not falling behind and loses nothing; a worker slower than the
+  camera skips, so its latency stays about one inference plus the budget. The skipped windows are
+  counted (``skipped_windows``) and the next frame carries ``discontinuity``.
 
 Losses the worker cannot prevent (a live writer lapping it: ring overrun; a source that skipped
 planes) move the next key to the first grid key whose window is still intact; the planes lost
-are counted (``overrun_planes`` / ``source_gap_planes``) and the next frame has ``discontinuity``.
+are counted (``overrun_planes`` / ``source_gap_planes``), the windows with them (``lost_windows``)
+and the next frame has ``discontinuity``. A source discontinuity that leaves no gap in the plane
+index (a camera whose counter restarted: the capture rebases it, and counts it in the ring's
+``discontinuities``) flags the first frame whose window reaches past the newest plane the worker
+had seen committed before it noticed the count change (the discontinuity lies after that plane).
+So every loss counted flags a frame, and every flagged frame follows a counted loss (skipped
+windows, lost windows or a source discontinuity).
 
 ``step()`` never blocks: it returns the frames of one batch, an empty list when no window is
 ready yet, or ``None`` when the source has ended and no further window can complete. Settings
@@ -41,6 +53,7 @@ from edge.live.ring import Gap, GapCause, RingReader, SpikeRing
 
 DEFAULT_HOP_PLANES = 40  # 1,000 frames/s at 40,000 planes/s
 DEFAULT_MAX_BATCH = 8
+DEFAULT_LATENCY_BUDGET_MS = 5.0  # 'latest' skips only when the oldest ready window waited longer than this
 
 
 class WorkerPolicy(str, enum.Enum):
@@ -69,7 +82,8 @@ class Worker:
     """Turns ring planes into frames under an explicit policy (see the module docstring)."""
 
     def __init__(self, ring: SpikeRing, reconstructor: Reconstructor, *, hop_planes: int = DEFAULT_HOP_PLANES,
-                 policy: WorkerPolicy = WorkerPolicy.ALL, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 policy: WorkerPolicy = WorkerPolicy.ALL, max_batch: int = DEFAULT_MAX_BATCH,
+                 latency_budget_ns: int = int(DEFAULT_LATENCY_BUDGET_MS * 1e6)) -> None:
         # hop and policy arrive validated and typed (edge.live.config); only what depends on the ring is checked here
         self.ring = ring
         self.reconstructor = reconstructor
@@ -78,6 +92,9 @@ class Worker:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
+        if latency_budget_ns < 0:
+            raise ValueError(f"latency_budget_ns must be >= 0, got {latency_budget_ns}")
+        self.latency_budget_ns = latency_budget_ns
         self._check_window(reconstructor.window_planes)
         self.next_key: int | None = None
         self.skipped_windows = 0
@@ -86,6 +103,9 @@ class Worker:
         self.lost_windows = 0  # windows not produced because their planes were lost
         self.windows = 0
         self._discontinuity = False
+        self._source_discontinuities = ring.get("discontinuities")  # seen so far
+        self._seen_committed = 0  # committed when they were last read
+        self._flag_past_plane: int | None = None  # flag the first window ending after this plane
         self.reader = RingReader(ring)
 
     @property
@@ -99,13 +119,17 @@ class Worker:
                 f"{self.hop_planes} needs at least {window_planes + self.hop_planes} (raise --ring-planes)"
             )
 
+    def check_fits(self, window_planes: int, hop_planes: int) -> None:
+        """``ValueError`` unless a ``window_planes`` window with hop ``hop_planes`` fits the ring."""
+        if window_planes + hop_planes > self.ring.capacity:
+            raise ValueError(f"window {window_planes} + hop {hop_planes} planes do not fit the "
+                             f"{self.ring.capacity}-plane ring")
+
     def configure(self, *, reconstructor: Reconstructor | None = None, hop_planes: int | None = None,
                   policy: WorkerPolicy | None = None) -> None:
         """Apply new settings from the next window on; keys continue from the current grid position."""
         hop = self.hop_planes if hop_planes is None else hop_planes
-        window = (reconstructor or self.reconstructor).window_planes
-        if window + hop > self.ring.capacity:
-            raise ValueError(f"window {window} + hop {hop} planes do not fit the {self.ring.capacity}-plane ring")
+        self.check_fits((reconstructor or self.reconstructor).window_planes, hop)
         new_policy = self.policy if policy is None else policy
         self.hop_planes, self.policy = hop, new_policy
         if reconstructor is not None:
@@ -135,13 +159,13 @@ class Worker:
             start = self.next_key - half
         if committed < start + n:
             return None if finished else []
+        self._notice_source_discontinuity(committed)
         ready = (committed - start - n) // hop + 1
-        if self.policy is WorkerPolicy.LATEST:
-            if ready > 1:
-                self.skipped_windows += ready - 1
-                self.next_key += (ready - 1) * hop
-                self._discontinuity = True
-                self.reader.release(self.next_key - half)
+        if self.policy is WorkerPolicy.LATEST and ready > 1 and self._behind(start + n - 1):
+            self.skipped_windows += ready - 1
+            self.next_key += (ready - 1) * hop
+            self._discontinuity = True
+            self.reader.release(self.next_key - half)
             batch = 1
         else:
             batch = min(ready, self.max_batch, max(1, (ring.capacity - n) // hop + 1))
@@ -171,16 +195,39 @@ class Worker:
         frames = []
         for i in range(batch):
             s = start + i * hop
+            flag = self._discontinuity
+            if self._flag_past_plane is not None and s + n > self._flag_past_plane:
+                flag, self._flag_past_plane = True, None
             frames.append(WindowFrame(
                 key_plane=s + half, plane_start=s, plane_stop=s + n, image=images[i],
                 capture_t_ns=int(tbuf[i * hop + n - 1]), dequeue_t_ns=dequeue_t_ns,
-                infer_start_t_ns=infer_start, infer_end_t_ns=infer_end,
-                discontinuity=self._discontinuity and i == 0))
-        self._discontinuity = False
+                infer_start_t_ns=infer_start, infer_end_t_ns=infer_end, discontinuity=flag))
+            self._discontinuity = False
         self.windows += batch
         self.next_key += batch * hop
         self.reader.release(self.next_key - half)
         return frames
+
+    def _behind(self, plane: int) -> bool:
+        """Whether ``plane`` (the newest plane of the oldest ready window) was captured longer than the
+        latency budget ago; a plane no longer in its slot (overwritten, or never delivered) counts as behind."""
+        ring = self.ring
+        slot = plane % ring.capacity
+        t_ns = int(ring.t_ns[slot])
+        if int(ring.stamps[slot]) != plane:
+            return True
+        return time.monotonic_ns() - t_ns > self.latency_budget_ns
+
+    def _notice_source_discontinuity(self, committed: int) -> None:
+        """A discontinuity the capture counted without a gap in the plane index (a rebased camera counter)
+        flags the first window that reaches past the planes committed when the count was last read
+        unchanged (``committed`` is read before the count, and the capture counts before it writes)."""
+        seen = self.ring.get("discontinuities")
+        if seen != self._source_discontinuities:
+            self._source_discontinuities = seen
+            if self._flag_past_plane is None:
+                self._flag_past_plane = self._seen_committed
+        self._seen_committed = committed
 
     def _first_key_from(self, plane: int) -> int:
         """The first key on the current grid whose window starts at or after ``plane``."""

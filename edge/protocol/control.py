@@ -1,6 +1,7 @@
 """The control protocol: the commands, the request codec and its limits (both sides use this module).
 
-A request is one msgpack map ``{"cmd": NAME, "params": {...}}``; every request gets exactly one reply,
+A request is one msgpack map ``{"cmd": NAME, "params": {...}}`` whose keys and ``cmd`` are msgpack str
+(bin-typed ones are answered with an error saying so); every request gets exactly one reply,
 ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. ``docs/wire-format.md`` describes it for
 people writing clients in other languages. The server side (the socket) is ``edge.live.control``; the
 client is ``edge.protocol.client``.

@@ -89,12 +89,17 @@ class FrameHeader:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """Sent at least once a second: proves the daemon is alive and carries live statistics."""
+    """Sent at least once a second: proves the daemon is alive and carries live statistics.
+
+    ``capture_stalled``: the daemon is alive but its capture process has made no progress for a while
+    (health ``degraded``); frames stop until it recovers or the daemon gives up on it (exit 3).
+    """
 
     stream_id: str
     t_ns: int
     last_seq: int  # -1 before the first frame
     stats: dict[str, Any] = field(default_factory=dict)
+    capture_stalled: bool = False
     v: int = WIRE_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -124,7 +124,8 @@ def _record(url, out, n_frames, seconds, timeout_s, fps, max_bytes, stop, displa
             "first_seq": first_seq,
             "last_seq": last_seq,
             **counters,
-            "discontinuities": sub.stats.discontinuities,
+            "flagged_frames": sub.stats.discontinuities,  # frames that carried the discontinuity flag
+            "discontinuities": sub.stats.discontinuities,  # deprecated alias of flagged_frames
             "heartbeats": sub.stats.heartbeats,
             "eos": eos is not None,
             "eos_frames": eos.frames if eos is not None else None,

@@ -52,7 +52,8 @@ def _daemon_counters(drops: _DaemonDrops, sub: Subscriber) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ring_overrun_planes": sub.stats.ring_overrun_planes,
         "worker_skipped_windows": sub.stats.worker_skipped_windows,
-        "discontinuities": sub.stats.discontinuities,
+        "flagged_frames": sub.stats.discontinuities,  # frames that carried the discontinuity flag
+        "discontinuities": sub.stats.discontinuities,  # deprecated alias of flagged_frames
     }
     if drops.stream_id is not None and drops.one_stream:
         for name in _DAEMON_CUMULATIVE:
@@ -81,7 +82,7 @@ def _print_stats_table(report: dict[str, Any]) -> None:
     d, sub = report["daemon"], report["subscriber"]
     click.echo(
         f"daemon drops: ring overrun {d['ring_overrun_planes']} planes, worker skipped "
-        f"{d['worker_skipped_windows']} windows, {d['discontinuities']} discontinuities"
+        f"{d['worker_skipped_windows']} windows, {d['flagged_frames']} flagged frames"
     )
     click.echo(
         f"subscriber: gaps {sub['gaps']} ({sub['lost_frames']} frames lost), malformed {sub['malformed']}, "

@@ -29,7 +29,7 @@ def _watch_line(url: str, rows: list[dict[str, Any]], window_s: float, sub: Subs
         parts.append(f"infer p50 {inf.p50_ms:.1f} ms")
         parts.append(f"seq {rows[-1]['seq']}")
     s = sub.stats
-    parts.append(f"drops ring {s.ring_overrun_planes} skip {s.worker_skipped_windows} disc {s.discontinuities}")
+    parts.append(f"drops ring {s.ring_overrun_planes} skip {s.worker_skipped_windows} flagged {s.discontinuities}")
     parts.append(f"gaps {s.gaps} (lost {s.lost_frames})")
     parts.append(f"hb {s.heartbeats}")
     if s.malformed:

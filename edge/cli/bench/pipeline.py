@@ -4,7 +4,7 @@ A real ``spike-edge run --replay FILE --realtime --loop`` subprocess (ring ``ove
 capture never waits) is subscribed to over loopback. ``--policy all`` (the default here) processes
 every window, batching when behind, so falling behind shows up only as ring overruns: it measures
 whether the pipeline sustains the rate. ``--policy latest`` (the live default) also skips windows
-whenever scheduling jitter leaves two ready at once; its skips are reported. After a warm-up the bench
+when the worker falls more than its latency budget behind; its skips are reported. After a warm-up the bench
 reports: published frames/s (from the daemon's ``seq`` and ``publish_t_ns``, so subscriber-side
 loss does not count against it), received frames/s and subscriber gaps, ring overruns and worker
 skips during the measured window (from the control socket's ``stats`` before and after), and

@@ -95,7 +95,7 @@ def test_the_published_dtypes_are_wire_dtypes():
 def test_daemon_states_are_the_documented_strings():
     from edge.live.daemon import DaemonState
 
-    assert [s.value for s in DaemonState] == ["starting", "running", "ended", "failed", "stopping"]
+    assert [s.value for s in DaemonState] == ["starting", "running", "degraded", "ended", "failed", "stopping"]
 
 
 def test_device_setting_is_auto_or_a_device():

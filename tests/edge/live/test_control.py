@@ -257,3 +257,14 @@ def test_serve_answers_a_bounded_number_per_call_and_drops_replies_to_peers_that
         flood.close(0)
         server.close()
         ctx.destroy(linger=0)
+
+
+def test_bin_typed_strings_are_answered_with_what_to_send_instead(served):
+    """Strings on the control socket are msgpack str; a client that packs them as bin is told so."""
+    server, _, ctx = served
+    reply = raw_request(ctx, server.endpoint, [msgpack.packb({"cmd": b"describe"}, use_bin_type=True)])
+    assert reply["ok"] is False, reply
+    assert "cmd must be a msgpack str" in reply["error"] and "b'describe'" in reply["error"], reply
+    reply = raw_request(ctx, server.endpoint, [msgpack.packb({b"cmd": "describe"}, use_bin_type=True)])
+    assert reply["ok"] is False and "keys must be msgpack str" in reply["error"] and "b'cmd'" in reply["error"], reply
+    assert ask(server, ctx, "health") == {"ok": True, "state": "running"}

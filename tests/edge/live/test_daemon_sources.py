@@ -119,7 +119,8 @@ def test_camera_vanishing_is_reported_and_frames_continue(fake_lib, camera_dat, 
         hb = [i.heartbeat.stats for i in heartbeat_stats if i.kind == "heartbeat"][-1]
         stats = d.request("stats")["stats"]
         for s in (hb, stats):
-            assert s["source_errors"] >= 1 and s["camera_reconnects"] >= 1 and s["discontinuities"] >= 1, s
+            assert s["source_errors"] >= 1 and s["camera_reconnects"] >= 1 and s["source_discontinuities"] >= 1, s
+            assert s["discontinuities"] == s["source_discontinuities"], "the deprecated alias"
             assert s["capture_gap_planes"] >= outage_planes, s
         health = d.request("health")
         assert any(e.startswith("error:") for e in health["recent_events"]), health

@@ -6,6 +6,8 @@ is chosen exactly; frames are checked against TFP computed offline on the same p
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -140,6 +142,47 @@ def test_latest_skips_to_the_newest_window_and_counts(make_ring):
     (following,) = worker.step()
     assert following.key_plane == 88 and not following.discontinuity and worker.skipped_windows == 2
     assert worker.windows == 3
+
+
+def test_latest_keeps_every_window_while_within_its_latency_budget(make_ring):
+    """Two windows ready at once is scheduling jitter, not falling behind: ``latest`` skips only when the
+    oldest ready window has waited longer than the budget since its capture."""
+    planes = packed_planes(200)
+    ring = make_ring(256)
+    worker = Worker(ring, tfp(), hop_planes=8, policy=WorkerPolicy.LATEST, latency_budget_ns=50_000_000)
+    write(ring, planes, 0, 24, t_ns=time.monotonic_ns())
+    (first,) = worker.step()  # a live start: the newest window
+    assert first.key_plane == 16
+    write(ring, planes, 24, 48, t_ns=time.monotonic_ns())  # three windows ready at once, all fresh
+    frames = drain(worker)
+    assert [f.key_plane for f in frames] == [24, 32, 40] and worker.skipped_windows == 0
+    assert not any(f.discontinuity for f in frames)
+    for f in frames:
+        np.testing.assert_array_equal(f.image, offline(planes, f.key_plane))
+    write(ring, planes, 48, 80, t_ns=time.monotonic_ns() - 200_000_000)  # four ready, captured 200 ms ago
+    (newest,) = worker.step()
+    assert newest.key_plane == 72 and newest.discontinuity and worker.skipped_windows == 3
+    write(ring, planes, 80, 88, t_ns=time.monotonic_ns() - 200_000_000)  # one ready, however old: no skip
+    (only,) = worker.step()
+    assert only.key_plane == 80 and not only.discontinuity and worker.skipped_windows == 3
+    assert worker.lost_windows == 0 and worker.overrun_planes == 0
+
+
+def test_a_source_discontinuity_without_a_gap_flags_the_next_frame(make_ring):
+    """A camera whose plane counter restarted is rebased by the capture (no gap in the ring) and counted in
+    the ring's ``discontinuities``: the first window reaching past it carries the flag, once."""
+    planes = packed_planes(120)
+    ring = make_ring(256)
+    worker = Worker(ring, tfp(), hop_planes=8, policy=WorkerPolicy.ALL)
+    write(ring, planes, 0, 40)
+    before = drain(worker)
+    assert before and not any(f.discontinuity for f in before)
+    ring.add("discontinuities")  # what the capture does before writing the rebased block
+    write(ring, planes, 40, 120)
+    after = drain(worker)
+    flagged = [f for f in after if f.discontinuity]
+    assert len(flagged) == 1 and flagged[0].plane_stop > 40 and flagged[0] is after[0]
+    assert worker.lost_windows == 0 and worker.skipped_windows == 0
 
 
 def test_overrun_by_a_writer_lapping_the_worker(make_ring):
