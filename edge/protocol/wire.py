@@ -208,7 +208,7 @@ def _check_keys(value: Any, what: str) -> None:
         if isinstance(item, dict):
             for key, inner in item.items():
                 if not isinstance(key, str):
-                    raise WireError(f"{what} has a map key that is not a string: {key!r:.64}")
+                    raise WireError(f"{what} keys must be msgpack str (UTF-8 strings), got {key!r:.64}")
                 stack.append(inner)
         elif isinstance(item, (list, tuple)):
             stack.extend(item)

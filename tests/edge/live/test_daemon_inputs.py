@@ -57,7 +57,8 @@ def test_replay_shorter_than_a_window_exits_2_like_reconstruct(tmp_path):
     offline = subprocess.run([*EDGE, "reconstruct", str(path), *GEOM_ARGS, "--method", "tfp", "--every", "40",
                               "--out", str(tmp_path / "o.npy")], capture_output=True, text=True, timeout=60)
     assert offline.returncode == 2 and "fewer than one 41-plane window" in offline.stderr
-    looped = run_to_end("--replay", str(path), *GEOM_ARGS, "--window", "20")  # a window that fits: it runs
+    looped = run_to_end("--replay", str(path), *GEOM_ARGS, "--window", "20",  # a window that fits: it runs
+                        "--wait-subscribers", "0")
     assert looped.returncode == 0, looped.stderr
 
 
