@@ -10,7 +10,7 @@ import logging
 
 import click
 
-from edge.cli import demo, info, models, reconstruct, run, simulate
+from edge.cli import demo, doctor, info, models, reconstruct, run, simulate
 from edge.cli.bench import decode as bench_decode
 from edge.cli.bench import device as bench_device
 from edge.cli.bench import pipeline as bench_pipeline
@@ -32,7 +32,8 @@ def bench() -> None:
     """Benchmarks that print their figures."""
 
 
-for _command in (info.info, reconstruct.reconstruct, simulate.simulate, models.models, run.run, demo.demo):
+for _command in (info.info, reconstruct.reconstruct, simulate.simulate, models.models, run.run, demo.demo,
+                 doctor.doctor):
     main.add_command(_command)
 for _command in (bench_decode.bench_decode, bench_reconstruct.bench_reconstruct, bench_simulate.bench_simulate,
                  bench_pipeline.bench_pipeline, bench_device.bench_device):
