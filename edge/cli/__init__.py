@@ -10,7 +10,7 @@ import logging
 
 import click
 
-from edge.cli import demo, info, keys, models, reconstruct, run, service, simulate
+from edge.cli import demo, doctor, info, keys, models, reconstruct, run, service, simulate
 from edge.cli.bench import decode as bench_decode
 from edge.cli.bench import device as bench_device
 from edge.cli.bench import pipeline as bench_pipeline
@@ -34,7 +34,7 @@ def bench() -> None:
 
 
 for _command in (info.info, reconstruct.reconstruct, simulate.simulate, models.models, run.run, demo.demo, keys.keys,
-                 service.service):
+                 service.service, doctor.doctor):
     main.add_command(_command)
 for _command in (bench_decode.bench_decode, bench_reconstruct.bench_reconstruct, bench_simulate.bench_simulate,
                  bench_pipeline.bench_pipeline, bench_device.bench_device, bench_soak.bench_soak):

@@ -6,7 +6,7 @@ slow reader can never make memory or lag grow: in ``overwrite`` policy the write
 the oldest planes are overwritten (and counted); in ``block`` policy (deterministic replay) the
 writer waits until the reader has released enough planes, so nothing is lost.
 
-Layout of the shared-memory segment (all integers little-endian int64)::
+Layout of the shared-memory segment (all integers little-endian int64; layout version 2)::
 
     [0, 4096)                       header: HEADER_FIELDS below (magic, geometry, counters, ...)
     [4096, 4096 + 8C)               stamps[C]: plane index held by each slot, -1 while being written,
@@ -23,9 +23,16 @@ then ``stamps[s] = i``, and finally raises ``committed``. The reader copies ``[a
 committed``) by reading the stamps, copying data and times, and reading the stamps again; a plane
 is valid only when both stamp reads equal its index. Stamps only ever grow (``i``, then ``-1``,
 then ``i + C``), so a slot that was overwritten during the copy, or never written, is always
-detected. This relies on stores becoming visible in program order and loads not being reordered
-with loads (x86-64 TSO); numpy's copies and the int64 stamp stores are plain memory operations.
-Readers never see torn planes: an invalid plane is reported as a gap, never returned.
+detected. Readers never see torn planes: an invalid plane is reported as a gap, never returned.
+
+Memory ordering: the seqlock is only right if each side's stores and loads become visible in the
+order written above. x86-64 gives that for plain stores and loads; aarch64 (the Jetson) does not.
+So every shared access goes through an accessor of ``edge.live.ringsync`` chosen when the ring is
+created and recorded in its header (``sync``): C11 acquire/release atomics and fences from a small
+C helper (the default), or, where no C compiler exists, a lock shared by writer and reader (every
+header word, stamp and copy under it: correct on any CPU, but a reader's copy holds up the writer).
+Header words are acquire loads and release stores, so a reader that sees ``state`` ENDED also sees
+the ``committed`` written before it.
 
 Reading is ``RingReader.read(a, b)``: the planes and their times, or a ``Gap`` naming the missing
 planes and why (``GapCause``). A reader more than a ring behind the writer (``a < committed -
@@ -44,10 +51,11 @@ whole process group, so no one is left to remove it) leaves its segment behind, 
 longer running, logging each. The start time tells a reused PID from the owner.
 
 Design: alternatives considered were a lock shared by both processes (a slow reader holding it
-would stall the camera), a ``multiprocessing.Queue`` of blocks (pickling 500 MB/s, unbounded
-lag), and one global seqlock (a reader would throw away a whole window when only its oldest
-plane was overwritten). Per-slot stamps cost 8 bytes per plane and tell exactly which planes were
-lost and why (``overrun``: overwritten before being read; ``source-gap``: never delivered).
+would stall the camera; it is only the fallback where the atomic helper cannot be built), a
+``multiprocessing.Queue`` of blocks (pickling 500 MB/s, unbounded lag), and one global seqlock (a
+reader would throw away a whole window when only its oldest plane was overwritten). Per-slot
+stamps cost 8 bytes per plane and tell exactly which planes were lost and why (``overrun``:
+overwritten before being read; ``source-gap``: never delivered).
 The reader reads spans, not a stream from a cursor: its one user, the worker, copies overlapping
 windows (up to ``max_batch`` windows one hop apart in one span) and releases only below its next
 window. A cursor reader used only by tests, beside a worker carrying its own copy of the gap
@@ -69,16 +77,16 @@ from typing import Callable
 
 import numpy as np
 
+from edge.live.ringsync import MODE_CODES, OPEN, AtomicAccess, LockedAccess, RingAccess, SyncMode, choose_mode
 from firmware_io.contract import Geometry
 
 log = logging.getLogger(__name__)
 
 MAGIC = 0x53504B52494E4731  # "SPKRING1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: the sync field (accessor mode)
 HEADER_BYTES = 4096
 PAGE = 4096
 POLL_S = 0.0002
-OPEN = -1  # stamp of a slot being written
 NEVER_WRITTEN = -2  # stamp of a slot not written yet
 RING_PREFIX = "spkring-"  # segment names: spkring-<owner PID>-<random hex>
 SHM_DIR = Path("/dev/shm")  # where POSIX shared memory segments live (Linux)
@@ -120,6 +128,7 @@ _F = dict(
     behind_us=26,           # gauge: how far a live simulator is behind its schedule (microseconds)
     owner_pid=27,           # the process that created (and removes) the segment
     owner_start_ticks=28,   # its start time in clock ticks since boot (/proc), 0 where unknown
+    sync=29,                # how writer and reader order their accesses (ringsync.MODE_CODES)
 )
 HEADER_FIELDS = tuple(_F)
 COUNTER_FIELDS = ("overwritten_unread", "writer_waits", "timeouts", "errors", "reconnects",
@@ -280,18 +289,30 @@ class SpikeRing:
         self.t_ns = np.ndarray((self.capacity,), dtype=np.int64, buffer=shm.buf, offset=lay.t_offset)
         self.data = np.ndarray((self.capacity, self.plane_bytes), dtype=np.uint8, buffer=shm.buf,
                                offset=lay.data_offset)
+        code = int(self.header[_F["sync"]])
+        modes = {value: mode for mode, value in MODE_CODES.items()}
+        if code not in modes:
+            raise ValueError(f"shared memory {shm.name!r} holds an unknown ring sync mode {code}")
+        self.sync_mode = modes[code]
+        if self.sync_mode is SyncMode.ATOMIC:
+            self._access: RingAccess = AtomicAccess(self.header, self.stamps, self.t_ns, self.data)
+        else:
+            self._access = LockedAccess(shm.name, self.header, self.stamps, self.t_ns, self.data)
         self._cuda_registration: Callable[[], None] | None = None
         self._closed = False
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def create(cls, capacity_planes: int, geometry: Geometry, *, policy: WriterPolicy | str = WriterPolicy.OVERWRITE,
-               rate_hz: float = 0.0, name: str | None = None, max_bytes: int | None = None) -> "SpikeRing":
+               rate_hz: float = 0.0, name: str | None = None, max_bytes: int | None = None,
+               sync: SyncMode | str | None = None) -> "SpikeRing":
         """A new segment of ``capacity_planes`` planes; ``RingTooLarge`` (before creating anything) when it
-        would exceed ``max_bytes`` (None: no cap) or the free shared memory."""
+        would exceed ``max_bytes`` (None: no cap) or the free shared memory. ``sync`` is how its processes
+        order their accesses (``None``: ``choose_mode()``, atomics when the C helper builds, else the lock)."""
         if not isinstance(capacity_planes, (int, np.integer)) or capacity_planes < 2:
             raise ValueError(f"ring capacity must be an integer >= 2 planes, got {capacity_planes!r}")
         policy = WriterPolicy(policy)
+        sync = choose_mode() if sync is None else SyncMode(sync)
         layout = RingLayout(int(capacity_planes), geometry.plane_bytes)
         check_ring_fits(layout.total_bytes, max_bytes)
         name = name or f"{RING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
@@ -302,12 +323,18 @@ class SpikeRing:
                       height=geometry.height, width=geometry.width,
                       policy=0 if policy is WriterPolicy.OVERWRITE else 1, first_plane=-1,
                       state=int(WriterState.STARTING), rate_mhz=int(round(rate_hz * 1000)),
-                      owner_pid=os.getpid(), owner_start_ticks=(_proc_stat(os.getpid()) or (b"", 0))[1])
+                      owner_pid=os.getpid(), owner_start_ticks=(_proc_stat(os.getpid()) or (b"", 0))[1],
+                      sync=MODE_CODES[sync])
         for key, value in values.items():
             header[_F[key]] = value
         np.ndarray((layout.capacity,), dtype=np.int64, buffer=shm.buf, offset=layout.stamps_offset)[:] = NEVER_WRITTEN
         del header
-        return cls(shm, owner=True)
+        try:
+            return cls(shm, owner=True)
+        except BaseException:
+            shm.close()
+            shm.unlink()
+            raise
 
     @classmethod
     def attach(cls, name: str) -> "SpikeRing":
@@ -315,7 +342,11 @@ class SpikeRing:
             shm = shared_memory.SharedMemory(name=name, create=False)
         except FileNotFoundError:
             raise FileNotFoundError(f"no spike ring named {name!r} in shared memory") from None
-        return cls(shm, owner=False)
+        try:
+            return cls(shm, owner=False)
+        except BaseException:
+            shm.close()
+            raise
 
     @property
     def name(self) -> str:
@@ -327,14 +358,16 @@ class SpikeRing:
 
     # -- header access --------------------------------------------------------------------------
     def get(self, field: str) -> int:
-        return int(self.header[_F[field]])
+        """A header field (an acquire load: what was written before it is visible)."""
+        return self._access.load(_F[field])
 
     def set(self, field: str, value: int) -> None:
-        self.header[_F[field]] = int(value)
+        """Set a header field (a release store: what was written before it is visible first)."""
+        self._access.store(_F[field], int(value))
 
     def add(self, field: str, n: int = 1) -> None:
         """Increment a counter (only one process ever writes each field)."""
-        self.header[_F[field]] += int(n)
+        self._access.add(_F[field], int(n))
 
     @property
     def policy(self) -> WriterPolicy:
@@ -370,16 +403,6 @@ class SpikeRing:
         return out
 
     # -- writer ---------------------------------------------------------------------------------
-    def _segments(self, start: int, stop: int) -> list[tuple[int, int, int]]:
-        """Split plane range [start, stop) (length <= capacity) into (slot_start, slot_stop, offset)."""
-        c = self.capacity
-        s0 = start % c
-        n = stop - start
-        if s0 + n <= c:
-            return [(s0, s0 + n, 0)]
-        first = c - s0
-        return [(s0, c, 0), (0, n - first, first)]
-
     def write(self, first_plane: int, planes: np.ndarray, capture_t_ns: int, *,
               should_stop: Callable[[], bool] | None = None) -> int:
         """Append planes ``[first_plane, first_plane + n)`` (``first_plane >= committed``).
@@ -467,14 +490,7 @@ class SpikeRing:
 
     def _store(self, first_plane: int, planes: np.ndarray, capture_t_ns: int) -> None:
         stop = first_plane + len(planes)
-        segments = self._segments(first_plane, stop)
-        for s0, s1, _ in segments:
-            self.stamps[s0:s1] = OPEN  # open the slots (readers now reject them)
-        for s0, s1, off in segments:
-            self.data[s0:s1] = planes[off: off + (s1 - s0)]
-            self.t_ns[s0:s1] = capture_t_ns
-        for s0, s1, off in segments:
-            self.stamps[s0:s1] = np.arange(first_plane + off, first_plane + off + (s1 - s0), dtype=np.int64)
+        self._access.write_slots(first_plane, planes, capture_t_ns)  # open the slots, copy, stamp them
         self.set("last_capture_t_ns", capture_t_ns)
         self.set("committed", stop)  # publish
         self.add("blocks")
@@ -532,6 +548,7 @@ class SpikeRing:
             except Exception as exc:  # pragma: no cover - GPU only
                 log.warning("unregistering the ring from CUDA failed: %s", exc)
             self._cuda_registration = None
+        self._access.close()
         self.header = self.stamps = self.t_ns = self.data = None  # drop views before closing
         try:
             self._shm.close()
@@ -628,16 +645,10 @@ class RingReader:
             self._t_buf = np.empty(n, dtype=np.int64)
         out, out_t = self._buf[:n], self._t_buf[:n]
         # The seqlock of the module docstring: stamps, then data and times, then stamps again.
-        segments = ring._segments(start, stop) if n else []
         pre = np.empty(n, dtype=np.int64)
-        for s0, s1, off in segments:
-            pre[off: off + s1 - s0] = ring.stamps[s0:s1]
-        for s0, s1, off in segments:
-            out[off: off + s1 - s0] = ring.data[s0:s1]
-            out_t[off: off + s1 - s0] = ring.t_ns[s0:s1]
         post = np.empty(n, dtype=np.int64)
-        for s0, s1, off in segments:
-            post[off: off + s1 - s0] = ring.stamps[s0:s1]
+        if n:
+            ring._access.read_slots(start, out, out_t, pre, post)
         index = np.arange(start, stop, dtype=np.int64)
         bad = np.flatnonzero((pre != index) | (post != index))
         if len(bad) == 0:

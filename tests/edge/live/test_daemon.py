@@ -229,6 +229,7 @@ def test_sigterm_exits_zero_within_a_second(start_daemon, tmp_path):
 
 
 # -- (iii) control garbage, (v) set hop ----------------------------------------------------------------
+@pytest.mark.realtime
 def test_control_errors_do_not_disturb_the_stream_and_set_changes_hop(start_daemon, tmp_path):
     geometry = Geometry(32, 48)
     path = write_clip(tmp_path / "clip.dat", geometry, 400)
@@ -296,6 +297,7 @@ def test_control_errors_do_not_disturb_the_stream_and_set_changes_hop(start_daem
 
 
 # -- (iv) a stalled subscriber does not slow the daemon ------------------------------------------------------
+@pytest.mark.realtime
 def test_stalled_subscriber_does_not_slow_the_daemon(start_daemon, tmp_path):
     geometry = Geometry(128, 128)  # 64 KB frames: buffers fill quickly
     path = write_clip(tmp_path / "clip.dat", geometry, 400)

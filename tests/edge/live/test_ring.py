@@ -1,8 +1,11 @@
-"""The shared-memory plane ring: exact planes or explicit gaps, totals add up, across processes."""
+"""The shared-memory plane ring: exact planes or explicit gaps, totals add up, across processes, under stress."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.live import ringsync
 from edge.live.ring import Gap, GapCause, Planes, RingRead, RingReader, SpikeRing, WriterPolicy, WriterState
+from edge.live.ringsync import SyncMode
 from firmware_io.contract import Geometry
 
 GEOM = Geometry(8, 32)  # 32 bytes per plane
@@ -313,3 +318,120 @@ def test_cross_process_writer(policy):
         if proc.is_alive():
             proc.kill()
         ring.close()
+
+
+# -- the seqlock under stress: a writer process and a reader hammering a small ring ------------------
+STRESS_GEOMETRY = Geometry(64, 512)  # 4096-byte planes: copies long enough to race
+STRESS_WORDS = STRESS_GEOMETRY.plane_bytes // 8
+STRESS_BLOCK = 8  # planes per write; a block's capture time is its first plane's index
+STRESS_SECONDS = 2.0
+
+
+def stress_planes(first: int, n: int) -> np.ndarray:
+    """Planes whose every int64 word names the plane and the word (index * 4096 + word), so a plane
+    mixing bytes of two writes of its slot differs from this anywhere the writes differ."""
+    index = np.arange(first, first + n, dtype=np.int64)[:, None]
+    return (index * 4096 + np.arange(STRESS_WORDS, dtype=np.int64)[None, :]).view(np.uint8)
+
+
+def _stress_writer(name: str, seconds: float) -> None:
+    ring = SpikeRing.attach(name)
+    try:
+        ring.set("state", int(WriterState.RUNNING))
+        first, end = 0, time.monotonic() + seconds
+        while time.monotonic() < end:
+            ring.write(first, stress_planes(first, STRESS_BLOCK), first)
+            first += STRESS_BLOCK
+        ring.set("state", int(WriterState.ENDED))
+    finally:
+        ring.close()
+
+
+@pytest.mark.parametrize("sync", list(SyncMode))
+def test_stress_every_plane_read_whole_is_bit_exact(sync):
+    if sync is SyncMode.ATOMIC and ringsync.helper() is None:
+        pytest.skip(f"the ring's atomic helper is {ringsync.helper_status()}")
+    ring = SpikeRing.create(64, STRESS_GEOMETRY, sync=sync)
+    proc = mp.get_context("spawn").Process(target=_stress_writer, args=(ring.name, STRESS_SECONDS))
+    rng = np.random.default_rng(7)
+    reads = planes_ok = gaps = 0
+    try:
+        proc.start()
+        reader = RingReader(ring)
+        deadline = time.monotonic() + STRESS_SECONDS + 120  # the writer's start-up is slow under emulation
+        while time.monotonic() < deadline:
+            finished = ring.finished
+            committed = ring.committed
+            if committed < ring.capacity:
+                if finished:
+                    break
+                time.sleep(0.001)
+                continue
+            # any span of the newest ring's worth, often one starting at the plane being overwritten next
+            start = committed - ring.capacity + int(rng.integers(0, ring.capacity))
+            got = reader.read(start, int(rng.integers(start + 1, committed + 1)))
+            reads += 1
+            if isinstance(got, Gap):
+                assert got.cause is GapCause.OVERRUN, got  # the writer never skips a plane
+                gaps += 1
+            else:
+                words = got.planes.view(np.int64)
+                expected = stress_planes(got.first_plane, got.n_planes).view(np.int64)
+                torn = np.flatnonzero((words != expected).any(axis=1))
+                assert len(torn) == 0, f"torn plane {got.first_plane + int(torn[0])} returned as valid ({sync.value})"
+                index = np.arange(got.first_plane, got.first_plane + got.n_planes)
+                assert np.array_equal(got.t_ns, index // STRESS_BLOCK * STRESS_BLOCK), "capture times torn"
+                planes_ok += got.n_planes
+            if finished:
+                break
+        proc.join(30)
+        assert proc.exitcode == 0
+        assert ring.finished, "the writer did not finish in time"
+        assert planes_ok >= 1000, f"only {planes_ok} planes read whole in {reads} reads"
+        assert gaps > 0, f"no read of {reads} met the writer: the race was not exercised"
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        ring.close()
+
+
+def test_attaching_uses_the_creators_sync_mode():
+    with SpikeRing.create(4, GEOM, sync=SyncMode.LOCK) as ring:
+        other = SpikeRing.attach(ring.name)
+        try:
+            assert ring.sync_mode is SyncMode.LOCK and other.sync_mode is SyncMode.LOCK
+            other.write(0, planes_for(0, 3, GEOM.plane_bytes), 5)
+            got = RingReader(ring).read(0, 3)
+            assert isinstance(got, Planes) and list(got.t_ns) == [5, 5, 5]
+            check_planes(got, GEOM.plane_bytes)
+        finally:
+            other.close()
+    with pytest.raises(ValueError, match="'fast' is not a valid SyncMode"):
+        SpikeRing.create(4, GEOM, sync="fast")
+
+
+def test_without_the_helper_new_rings_lock_and_atomic_rings_refuse_to_attach(tmp_path):
+    """A process with no C compiler (CC names a missing one, empty cache) falls back to the lock for
+    its own rings and refuses an atomic ring rather than reading it unordered."""
+    if ringsync.helper() is None:
+        pytest.skip(f"the ring's atomic helper is {ringsync.helper_status()}")
+    with SpikeRing.create(4, GEOM, sync=SyncMode.ATOMIC) as ring:
+        script = (
+            "import sys\n"
+            "from edge.live.ring import SpikeRing\n"
+            "from edge.live.ringsync import RingSyncError, SyncMode, choose_mode, helper_status\n"
+            "from firmware_io.contract import Geometry\n"
+            "assert choose_mode() is SyncMode.LOCK, choose_mode()\n"
+            "with SpikeRing.create(4, Geometry(8, 32)) as own:\n"
+            "    assert own.sync_mode is SyncMode.LOCK\n"
+            "try:\n"
+            "    SpikeRing.attach(sys.argv[1])\n"
+            "except RingSyncError as exc:\n"
+            "    print('refused:', exc)\n"
+        )
+        env = {**os.environ, "CC": "no-such-compiler-xyz", "SPIKE_EDGE_CACHE": str(tmp_path)}
+        result = subprocess.run([sys.executable, "-c", script, ring.name], env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "refused: this ring uses C11 atomics, but the helper is unavailable" in result.stdout
+        assert "no-such-compiler-xyz" in result.stdout

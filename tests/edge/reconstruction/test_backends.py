@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the networks need torch (pip install 'spike-edge[torch]')")
 
 from edge.reconstruction.backends import (
     BackendName,

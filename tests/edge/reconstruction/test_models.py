@@ -6,9 +6,10 @@ import hashlib
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch", reason="the networks need torch (pip install 'spike-edge[torch]')")
 
 from edge.reconstruction import networks
 from edge.reconstruction.inputs import voxelise

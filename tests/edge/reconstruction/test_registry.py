@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from edge.reconstruction.backends import (
     BackendName,
@@ -29,6 +28,8 @@ from edge.reconstruction.models.stir import STIR_PARAMETERS, STIR_VARIANTS
 from edge.reconstruction.networks import WEIGHTS_DIR, build_network, load_network
 from firmware_io.bitpack import pack_planes
 from firmware_io.contract import Geometry
+
+torch = pytest.importorskip("torch", reason="the networks need torch (pip install 'spike-edge[torch]')")
 
 try:
     import tomllib
