@@ -88,12 +88,7 @@ class PcieReader(PlaneRangeReader):
         try:
             self._open(size, allow_partial)
         except BaseException:
-            self._planes = None
-            try:
-                self._mmap.close()
-            except BufferError:
-                pass  # the traceback still holds a view; the map is freed with it
-            self._file.close()
+            self.close()
             raise
 
     def _open(self, size: int, allow_partial: bool) -> None:

@@ -462,23 +462,20 @@ class SpikeRing:
         ``committed - capacity``) and releases past them; a gap longer than the ring is passed a ring at
         a time instead of leaving writer and reader both waiting. False: asked to stop meanwhile.
         """
-        waited = False
-        while self.committed < first_plane:
+        def passed() -> bool:
             self.set("committed", min(first_plane, self.get("release") + self.capacity))
-            if self.committed >= first_plane:
-                break
-            if self.stop_requested or (should_stop is not None and should_stop()):
-                return False
-            if not waited:
-                self.add("writer_waits")
-                waited = True
-            self.set("writer_t_ns", time.monotonic_ns())
-            time.sleep(POLL_S)
-        return True
+            return self.committed >= first_plane
+
+        return self._wait_until(passed, should_stop)
 
     def _wait_for_space(self, stop_plane: int, should_stop: Callable[[], bool] | None) -> bool:
+        return self._wait_until(lambda: stop_plane - self.get("release") <= self.capacity, should_stop)
+
+    def _wait_until(self, done: Callable[[], bool], should_stop: Callable[[], bool] | None) -> bool:
+        """``block`` policy: poll ``done`` until it holds (True), counting one writer wait and stamping
+        ``writer_t_ns`` while waiting; False when asked to stop meanwhile."""
         waited = False
-        while stop_plane - self.get("release") > self.capacity:
+        while not done():
             if self.stop_requested or (should_stop is not None and should_stop()):
                 return False
             if not waited:

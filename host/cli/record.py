@@ -14,16 +14,8 @@ import click
 
 from firmware_io.exits import ExitCode, fail
 from firmware_io.frame_files import AUTO_SCALE, SCALE_HELP, VIDEO_SUFFIXES, parse_display_scale
-from host.cli.common import (
-    catch_stop_signals,
-    curve_options,
-    dumps,
-    max_message_bytes,
-    max_message_option,
-    no_stream_hint,
-    open_subscriber,
-    subscriber_counters,
-)
+from host.cli.common import (catch_stop_signals, curve_options, dumps, max_message_bytes, max_message_option,
+                             no_stream_hint, open_subscriber, subscriber_counters)
 from edge.protocol.security import CurveClient
 from host.record import RecordingError, open_recorder
 

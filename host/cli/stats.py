@@ -14,16 +14,8 @@ import click
 
 from firmware_io.exits import ExitCode, fail
 from host import stats as stream_stats
-from host.cli.common import (
-    catch_stop_signals,
-    curve_options,
-    dumps,
-    max_message_bytes,
-    max_message_option,
-    no_stream_hint,
-    open_subscriber,
-    subscriber_counters,
-)
+from host.cli.common import (catch_stop_signals, curve_options, dumps, max_message_bytes, max_message_option,
+                             no_stream_hint, open_subscriber, subscriber_counters)
 from edge.protocol.security import CurveClient
 from host.subscriber import Subscriber
 
