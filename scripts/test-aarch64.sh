@@ -29,7 +29,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=${SPIKE_EDGE_ARM64_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/spike-edge/arm64-root}
 SUITE=${DEBIAN_SUITE:-bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-PY_PACKAGES=(numpy pyzmq msgpack click pillow pytest hypothesis)
+PY_PACKAGES=(numpy pyzmq msgpack click pillow tqdm prometheus-client aiohttp pytest hypothesis)
 READY=$ROOT/.spike-edge-ready
 REBUILD=0
 TIMEOUT_S=5400
@@ -147,6 +147,18 @@ if [ ! -e "$READY" ]; then
     in_root 60 /opt/venv/bin/python -c 'import platform, numpy, zmq; print("root ready:", platform.machine(), "python", platform.python_version(), "numpy", numpy.__version__)' | tee "$READY"
 else
     say "reusing $ROOT ($(cat "$READY"))"
+fi
+# the Python packages: installed again whenever the list above changes (pip keeps what is there)
+PKG_STAMP=$ROOT/.spike-edge-packages
+if [ "$(cat "$PKG_STAMP" 2>/dev/null)" != "${PY_PACKAGES[*]}" ]; then
+    enter "$ROOT"
+    host_network
+    say "installing ${PY_PACKAGES[*]} (aarch64 wheels) into /opt/venv in the root"
+    CERT_ENV=()
+    [ ! -f "$ROOT/etc/ssl/host-ca-certificates.crt" ] || CERT_ENV=(PIP_CERT=/etc/ssl/host-ca-certificates.crt)
+    in_root 1800 /usr/bin/env "${CERT_ENV[@]}" /opt/venv/bin/pip install -q --only-binary=:all: "${PY_PACKAGES[@]}"
+    cleanup
+    echo "${PY_PACKAGES[*]}" > "$PKG_STAMP"
 fi
 
 # -- the working tree, copied in (tracked and untracked files git does not ignore) -----------------

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+torch = pytest.importorskip("torch", reason="the networks need torch (pip install 'spike-edge[torch]')")
+
 from edge.reconstruction.backends import (
     BackendName,
     BackendUnavailable,
@@ -29,7 +31,6 @@ from edge.reconstruction.networks import WEIGHTS_DIR, build_network, load_networ
 from firmware_io.bitpack import pack_planes
 from firmware_io.contract import Geometry
 
-torch = pytest.importorskip("torch", reason="the networks need torch (pip install 'spike-edge[torch]')")
 
 try:
     import tomllib
