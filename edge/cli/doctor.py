@@ -44,6 +44,7 @@ import click
 from edge.live.config import DEFAULT_RING_PLANES
 from edge.live.ring import RingLayout
 from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL
+from edge.reconstruction.engines import distribution_version
 from firmware_io.contract import DEFAULT_GEOMETRY
 from firmware_io.exits import ExitCode, fail
 
@@ -86,17 +87,6 @@ def _read(path: Path) -> str | None:
         return path.read_text(errors="replace").replace("\0", "").strip()
     except OSError:
         return None
-
-
-def _version(*distributions: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in distributions:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            continue
-    return None
 
 
 def _gib(n_bytes: float) -> str:
@@ -230,7 +220,7 @@ def check_torch() -> tuple[Check, Check]:
 
 
 def check_tensorrt() -> Check:
-    facts: dict[str, Any] = {"tensorrt": None, "torch_tensorrt": _version("torch-tensorrt", "torch_tensorrt"),
+    facts: dict[str, Any] = {"tensorrt": None, "torch_tensorrt": distribution_version("torch-tensorrt", "torch_tensorrt"),
                              "dla_cores": None}
     try:
         import tensorrt
