@@ -67,7 +67,9 @@ class FitConfig:
     """Every setting of a run; a TOML ``--config`` file sets any of these keys, CLI flags override."""
 
     model: str = "lrn"
-    data: str = "synthetic"
+    data: str = "synthetic"  # "synthetic", "reds-like" (photographs of `photos`) or a REDS_BASE/SREDS folder
+    photos: str = "runs/photos"  # the photo set of `spike-train data` (for --data reds-like)
+    precision: str = "fp32"  # "bf16": forward and loss under CPU/CUDA bf16 autocast (weights stay fp32)
     steps: int = 1000
     batch: int = 8
     crop: int = 96
@@ -102,6 +104,8 @@ class FitConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.model == "stir" and (self.crop % 16 or self.val_crop % 16):
             raise ValueError(f"STIR crops must be multiples of 16, got crop {self.crop}, val_crop {self.val_crop}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         for name in ("low_light", "scene_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a fraction in [0, 1], got {getattr(self, name)}")
@@ -245,7 +249,7 @@ class StepBatches:
         self.config = config
         self.rank = rank
         self.draw = training_source(config.data, window_planes, config.crop, config.seed, config.low_light,
-                                    config.scene_fraction)
+                                    config.scene_fraction, config.photos)
 
     def __len__(self) -> int:
         return self.config.steps
@@ -262,6 +266,14 @@ def validation_samples(config: FitConfig, window_planes: int) -> list[SpikeSampl
     if config.val_data:
         dataset = PairedSpikeDataset(config.val_data, window_planes)
         return [dataset[i] for i in range(min(len(dataset), config.val_samples))]
+    if config.data == "reds-like":  # held-out photographs (the photo set's val split), never trained on
+        from training.photos import load_photo_set
+        from training.reds_like import RedsLikeSettings, make_reds_like_sample
+
+        val_photos = load_photo_set(config.photos, "val")
+        reds_settings = RedsLikeSettings(window_planes=window_planes, crop=config.val_crop, procedural_fraction=0.0)
+        return [make_reds_like_sample(reds_settings, val_photos, np.random.default_rng([config.seed + 1_000_003, i]),
+                                      name=f"reds-like-val-{i}") for i in range(config.val_samples)]
     settings = SyntheticSettings(window_planes=window_planes, crop=config.val_crop, low_light_fraction=config.low_light,
                                  scene_fraction=config.scene_fraction)
     dataset = SyntheticSpikeDataset(settings, length=config.val_samples, seed=config.seed + 1_000_003)
@@ -495,8 +507,9 @@ def fit(config: FitConfig) -> FitResult:
     for planes, targets, _labels in loader:
         planes = planes.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        outputs = forward(planes)
-        terms = losses_fn(outputs, targets)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            outputs = forward(planes)
+            terms = losses_fn(outputs, targets)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()
@@ -537,6 +550,10 @@ def fit(config: FitConfig) -> FitResult:
             "last_loss": result.last_loss, "wall_s": round(time.monotonic() - t0, 1),
             "replica_max_abs_diff": diff, "config": dataclasses.asdict(config),
         }
+        if config.data == "reds-like":
+            from training.reds_like import RedsLikeSettings
+
+            summary["data_generator"] = RedsLikeSettings(window_planes=window, crop=config.crop).as_dict()
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     if info.enabled:
         import torch.distributed as dist

@@ -12,7 +12,7 @@ import click
 
 from firmware_io.exits import ExitCodeGroup
 from training.cli import eval as eval_cli
-from training.cli import export, fit, spikeclip
+from training.cli import data, export, fit, spikeclip
 
 
 @click.group(cls=ExitCodeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,5 +22,5 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
 
 
-for _command in (fit.fit_command, eval_cli.eval_command, spikeclip.spikeclip_command, export.export):
+for _command in (data.data_command, fit.fit_command, eval_cli.eval_command, spikeclip.spikeclip_command, export.export):
     main.add_command(_command)
