@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,13 +24,13 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 from edge.reconstruction.backends import BackendName, Device, build_backend  # noqa: E402
-from edge.cli.bench.device import EagerReconstructor, agreement, agreement_windows, strict_fp32  # noqa: E402
 from edge.reconstruction.models import Precision  # noqa: E402
 from edge.reconstruction.networks import load_network  # noqa: E402
-from edge.cli.processes import EDGE  # noqa: E402
+from edge.reconstruction.reference import EagerReconstructor, agreement, agreement_windows, strict_fp32, within  # noqa: E402
 from firmware_io.contract import Geometry  # noqa: E402
 
 REDS_GEOMETRY = Geometry(250, 400)
+EDGE = [sys.executable, "-m", "edge"]  # not edge.cli.processes: importing edge.cli loads pyzmq, absent there
 
 
 @pytest.fixture(scope="module", params=["lrn", "stir"])
