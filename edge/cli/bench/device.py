@@ -8,7 +8,8 @@ the same device and in the same run:
   the two differ only in how the network runs. On CUDA torch's defaults apply (TF32 convolutions).
 - ``torch``: the project's torch backend through the real ``Reconstructor`` interface (on CUDA:
   fp16, channels_last, one CUDA graph per batch size, pinned host buffer).
-- ``onnxruntime``: ONNX Runtime (CUDA execution provider on ``--device cuda``), where importable.
+- ``onnxruntime``: ONNX Runtime (CUDA execution provider on ``--device cuda``, input prepared on the
+  GPU and bound with IOBinding), where importable.
 - ``tensorrt``: Torch-TensorRT, where importable on CUDA and the network has weights on disk; an
   fp16 engine is built for batch 1 into a temporary directory (it times batch 1 only).
 
@@ -216,7 +217,8 @@ def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bo
     attempt("torch", f"the project's torch backend: {project}",
             lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device))
     if BackendName.ONNX in found:
-        attempt("onnxruntime", "ONNX Runtime fp32 (network exported in memory; input prepared on the host)",
+        attempt("onnxruntime", "ONNX Runtime fp32 (network exported in memory; input prepared on the host, "
+                "or on the GPU and bound with IOBinding on CUDA)",
                 lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.ONNX, device))
     else:
         skipped.append({"key": "onnxruntime", "reason": "onnxruntime / onnx not importable"})
