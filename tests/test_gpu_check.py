@@ -34,3 +34,36 @@ def test_gpu_tests_collect_without_pyzmq(tmp_path):
     collected = [line for line in proc.stdout.splitlines() if "::" in line]
     assert any(line.startswith("tests/edge/reconstruction/test_gpu.py::") for line in collected), proc.stdout[-2000:]
     assert "needs zmq, which is not importable here" in proc.stdout  # the socket tests say why they are left out
+
+
+EXPECTED_FILES = {"gpu_check.log", "bench-lrn.json", "bench-lrn.md", "bench-stir.json", "bench-stir.md",
+                  "pipeline.json", "summary.md", "summary.json"}
+
+
+@pytest.mark.slow
+def test_dry_run_writes_every_report_with_finite_figures(tmp_path):
+    out = tmp_path / "gpu-check"
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "GPU_CHECK_DRY")}
+    env["PYTHON"] = sys.executable
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    log = (out / "gpu_check.log").read_text() if (out / "gpu_check.log").exists() else ""
+    assert proc.returncode == 0, proc.stderr[-3000:] + log[-3000:]
+    assert {p.name for p in out.iterdir()} == EXPECTED_FILES  # the device tool brings back at most 8 files
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dry"] is True
+    statuses = {s["name"]: s["status"] for s in summary["steps"]}
+    assert set(statuses) == {"nvidia-smi", "wheels", "pytest-gpu", "bench-lrn", "bench-stir",
+                             "pipeline-250x400-40k", "pipeline-1000x1000-20k"}
+    assert all(status in ("ok", "absent") for status in statuses.values()), statuses
+    figures = summary["figures"]
+    for name in ("lrn.torch.latency_p50_ms", "stir.torch.frames_per_s.b2", "lrn.eager-fp32.max_rel_error",
+                 "stir.torch.stage_ms.b1.network", "pipeline.250x400-40k.published_fps",
+                 "pipeline.1000x1000-20k.capture_to_publish_ms_p50"):
+        assert name in figures, sorted(figures)
+    assert all(value is not None and math.isfinite(value) for value in figures.values()), figures
+    assert figures["lrn.torch.latency_p50_ms"] > 0 and figures["pipeline.250x400-40k.published_fps"] > 0
+    for method in ("lrn", "stir"):
+        report = json.loads((out / f"bench-{method}.json").read_text())
+        assert [c["key"] for c in report["methods"][method]["candidates"]] == ["eager-fp32", "torch"]
+    assert "| pipeline-1000x1000-20k | ok |" in (out / "summary.md").read_text()

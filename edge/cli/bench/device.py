@@ -29,8 +29,9 @@ timed on its own, in turn, and freed before the next: a failure of any kind (a c
 memory) is recorded in its row and the bench moves on; on CUDA the peak memory figure is that
 candidate's alone (the allocator's peak is reset and its cache emptied between candidates).
 A candidate passes only with finite output; agreement is judged by the max error relative to the
-reference's range (``edge.reconstruction.reference``). ``--candidates KEY,...`` times only those
-candidates (a key this version does not have is listed as skipped, not an error). For candidates
+reference's range (``edge.reconstruction.reference``). ``--candidates KEY,...`` times only the
+candidates whose keys match (shell patterns allowed: ``'*bf16*'``); one that matches nothing in this
+version is listed as skipped, not an error. For candidates
 that hold a torch module, ``stages_ms`` splits one call into host-to-device copy, unpack + prepare,
 network and device-to-host copy (CUDA events on a GPU, ``perf_counter`` on the CPU; eager, outside
 any CUDA graph).
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import fnmatch
 import gc
 import importlib.util
 import json
@@ -197,7 +199,8 @@ class Candidate:
 def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bool, workdir: Path,
                      selected: frozenset[str] | None = None) -> tuple[list[Candidate], list[dict[str, str]]]:
     """The candidates for one network, in order (not built yet), and those that cannot run here with why.
-    ``selected``: only these keys (``--candidates``); a selected key no line here offers is reported skipped."""
+    ``selected``: only the keys matching these patterns (``--candidates``, shell-style: ``aoti*``); a
+    pattern that matches nothing offered here is reported skipped."""
     from edge.reconstruction.backends import available_backends, build_backend
 
     candidates: list[Candidate] = []
@@ -205,7 +208,7 @@ def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bo
 
     def attempt(key: str, description: str, make: Callable[[], Any], max_batch: int | None = None) -> None:
         """Queue a candidate (built later, on its own: ``bench_network``), unless ``--candidates`` leaves it out."""
-        if selected is not None and key not in selected:
+        if selected is not None and not any(fnmatch.fnmatchcase(key, pattern) for pattern in selected):
             return
         candidates.append(Candidate(key, description, make, max_batch))
 
@@ -243,9 +246,9 @@ def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bo
                 make_trt, max_batch=1)
     if selected is not None:
         offered = {c.key for c in candidates} | {s["key"] for s in skipped}
-        skipped = [s for s in skipped if s["key"] in selected]
-        skipped += [{"key": key, "reason": "not a candidate of this version (--candidates)"}
-                    for key in sorted(selected - offered)]
+        skipped = [s for s in skipped if any(fnmatch.fnmatchcase(s["key"], pattern) for pattern in selected)]
+        skipped += [{"key": pattern, "reason": "no candidate of this version matches (--candidates)"}
+                    for pattern in sorted(selected) if not any(fnmatch.fnmatchcase(k, pattern) for k in offered)]
     return candidates, skipped
 
 
@@ -414,7 +417,7 @@ def _free(device: Device) -> None:
 
 def bench_candidate(cand: Candidate, check: np.ndarray, reference: np.ndarray, batches: dict[int, np.ndarray],
                     batch_sizes: list[int], seconds: float, device: Device, target: Target,
-                    prepare: Callable[[Any, Geometry], Any]) -> dict[str, Any]:
+                    prepare: Callable[[Any, Geometry], Any], stage_calls: int = STAGE_CALLS) -> dict[str, Any]:
     """Build, check and time one candidate; every failure ends up in the row (``error``), never raised."""
     import torch
 
@@ -439,7 +442,7 @@ def bench_candidate(cand: Candidate, check: np.ndarray, reference: np.ndarray, b
         row["throughput"] = [e for e in row["throughput"] if e["batch"] in batch_sizes]
         stage_batches = {b: batches[b] for b in sorted({1, max(batch_sizes)})
                          if cand.max_batch is None or b <= cand.max_batch}
-        row["stages_ms"] = stage_split(cand.rec, prepare, stage_batches, device)
+        row["stages_ms"] = stage_split(cand.rec, prepare, stage_batches, device, stage_calls) if stage_calls else None
     except Exception as exc:  # any failure of this candidate (a compile error of any type, out of memory)
         row["error"] = _error_text(exc)
         row["traceback"] = traceback.format_exc(limit=-8)
@@ -459,6 +462,7 @@ def bench_candidate(cand: Candidate, check: np.ndarray, reference: np.ndarray, b
 
 def bench_network(name: Method, geometry: Geometry, device: Device, *, seconds: float, batch_sizes: list[int],
                   tensorrt: bool, log: Callable[[str], None], selected: frozenset[str] | None = None,
+                  stage_calls: int = STAGE_CALLS,
                   checkpoint: Callable[[dict[str, Any]], None] = lambda result: None) -> dict[str, Any]:
     """One network's candidates, each in turn; ``checkpoint(result so far)`` after each one."""
     from edge.reconstruction.networks import load_network
@@ -490,7 +494,7 @@ def bench_network(name: Method, geometry: Geometry, device: Device, *, seconds: 
         for cand in candidates:
             log(f"{name.value} at {geometry}: {cand.key}")
             row = bench_candidate(cand, check, reference, batches, batch_sizes, seconds, device, target,
-                                  loaded.network.prepare_torch)
+                                  loaded.network.prepare_torch, stage_calls)
             result["candidates"].append(row)
             project = next((r for r in result["candidates"] if r["key"] == "torch"), None)
             result["verdict"] = project["target"]["verdict"] if project else "FAIL"
@@ -521,7 +525,8 @@ def run_pipeline_trial(seconds: float) -> dict[str, Any]:
 
 def run_device_bench(device: Device, methods: list[Method], *, seconds: float, batch_sizes: list[int],
                      geometry: Geometry | None = None, tensorrt: bool = True, pipeline: bool = False,
-                     candidates: frozenset[str] | None = None, log: Callable[[str], None] = lambda s: None,
+                     candidates: frozenset[str] | None = None, stage_calls: int = STAGE_CALLS,
+                     log: Callable[[str], None] = lambda s: None,
                      checkpoint: Callable[[dict[str, Any]], None] = lambda report: None) -> dict[str, Any]:
     """The whole report; ``checkpoint(report so far)`` after every candidate, network and the pipeline trial."""
     from edge.reconstruction.backends import check_device
@@ -533,7 +538,8 @@ def run_device_bench(device: Device, methods: list[Method], *, seconds: float, b
         "settings": {"methods": [m.value for m in methods], "seconds_per_measurement": seconds,
                      "batch_sizes": batch_sizes, "warmup_calls": WARMUP_CALLS,
                      "geometry_override": str(geometry) if geometry else None,
-                     "candidates": sorted(candidates) if candidates is not None else None},
+                     "candidates": sorted(candidates) if candidates is not None else None,
+                     "stage_calls": stage_calls},
         "environment": environment(device),
         "targets": {m.value: {"min_frames_per_s": t.min_frames_per_s, "max_latency_ms": t.max_latency_ms}
                     for m, t in TARGETS.items()},
@@ -547,7 +553,7 @@ def run_device_bench(device: Device, methods: list[Method], *, seconds: float, b
 
         progress(bench_network(name, geometry or BENCH_GEOMETRY[name], device, seconds=seconds,
                                batch_sizes=batch_sizes, tensorrt=tensorrt, log=log, selected=candidates,
-                               checkpoint=progress))
+                               stage_calls=stage_calls, checkpoint=progress))
     if pipeline and device is Device.CUDA:
         log("pipeline: one live trial (LRN, torch backend, 40 kHz, hop 40)")
         report["pipeline"] = {"command": PIPELINE_COMMAND, "trial": run_pipeline_trial(seconds)}
@@ -717,15 +723,17 @@ def _method_list(ctx, param, value: str) -> list[Method]:
 @click.option("--tensorrt/--no-tensorrt", default=True, show_default=True,
               help="Build and time a TensorRT engine where Torch-TensorRT imports (CUDA).")
 @click.option("--candidates", default=None, callback=_key_list,
-              help="Comma-separated candidate keys to time (e.g. eager-fp32,torch,onnxruntime); "
-                   "a key this version lacks is listed as skipped. Default: all.")
+              help="Comma-separated candidate keys or shell patterns to time (e.g. torch,'aoti*'); "
+                   "one that matches no candidate of this version is listed as skipped. Default: all.")
+@click.option("--stage-calls", type=click.IntRange(min=0), default=STAGE_CALLS, show_default=True,
+              help="Calls per batch size for the per-stage split (0: no split).")
 @click.option("--pipeline", is_flag=True, help="Also run one live-pipeline trial (LRN, torch, CUDA only).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON report here (atomically) and a Markdown table beside it (.md), "
                    "rewritten as each candidate finishes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
-def bench_device(device_name, methods, seconds, batch_sizes, height, width, threads, tensorrt, candidates, pipeline,
-                 out, as_json) -> None:
+def bench_device(device_name, methods, seconds, batch_sizes, height, width, threads, tensorrt, candidates,
+                 stage_calls, pipeline, out, as_json) -> None:
     """LRN/STIR on one device: eager fp32 vs the torch backend vs ONNX Runtime/TensorRT, against targets."""
     if (height is None) != (width is None):
         raise click.UsageError("give --height and --width together")
@@ -740,7 +748,8 @@ def bench_device(device_name, methods, seconds, batch_sizes, height, width, thre
     try:
         report = run_device_bench(Device(device_name), methods, seconds=seconds, batch_sizes=batch_sizes,
                                   geometry=Geometry(height, width) if height else None, tensorrt=tensorrt,
-                                  pipeline=pipeline, candidates=candidates, log=log, checkpoint=checkpoint)
+                                  pipeline=pipeline, candidates=candidates, stage_calls=stage_calls, log=log,
+                                  checkpoint=checkpoint)
     except BackendUnavailable as exc:
         fail(str(exc), ExitCode.BACKEND_UNAVAILABLE)
     if out and not as_json:
