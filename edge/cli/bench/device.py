@@ -633,7 +633,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                       if "error" not in e]
         if stage_rows:
             lines += ["", "Per-stage split of one eager call (p50 ms; "
-                          f"{res['candidates'][0].get('stages_ms', {}).get('method', '?')}):", "",
+                          f"{(stage_rows[0][0].get('stages_ms') or {}).get('method', '?')}):", "",
                       "| candidate | batch | H2D | unpack + prepare | network | D2H | total |", "|---|---|---|---|---|---|---|"]
             for r, e in stage_rows:
                 lines.append(f"| {r['key']} | {e['batch']} | {_fmt(e['h2d'], 4)} | {_fmt(e['prepare'], 4)} | "
