@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 STAMP_DEMO := $(VENV)/.demo-installed
 STAMP_TEST := $(VENV)/.test-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench device-wheels clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP_TEST)
 bench: $(STAMP_TEST)
 	$(VENV)/bin/spike-edge bench decode
 	$(VENV)/bin/spike-edge bench pipeline --seconds 10
+
+# The wheels the GPU check machine lacks (pyzmq), into .whl/ for scripts/gpu_check.sh (docs/gpu-check.md).
+device-wheels:
+	scripts/device_wheels.sh .whl
 
 clean:
 	rm -rf $(VENV) out

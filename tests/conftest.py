@@ -1,8 +1,15 @@
 """Shared fixtures: the sample data beside the checkout, as ``tests/fixtures_catalogue.py`` lists it
-(digests checked once per session; skipped cleanly where absent), the fake SpikeLink SDK, and daemons."""
+(digests checked once per session; skipped cleanly where absent), the fake SpikeLink SDK, and daemons.
+
+Collection on a machine without pyzmq (the GPU machine: ``pytest -m gpu``, ``docs/gpu-check.md``):
+a test module or folder that cannot be imported because pyzmq is absent is reported as skipped with
+that reason instead of failing the whole collection, so the tests that need no sockets (the GPU
+tests among them) still run. With pyzmq present nothing changes: any import error fails as before.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +30,32 @@ def sample_data_line() -> str:
     missing = [s.relpath for s in CATALOGUE if not s.path().is_file()]
     note = f"; missing {', '.join(missing)} (their tests are skipped)" if missing else ""
     return f"sample data: {SHARED_DATA} ({len(CATALOGUE) - len(missing)} of {len(CATALOGUE)} catalogued files{note})"
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return importlib.util.find_spec(module) is not None
+
+
+# core dependencies a GPU machine may lack; a module that needs one is skipped there, not an error
+ABSENT_HERE = tuple(m for m in ("zmq",) if not _importable(m))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A collection error caused by a module in ``ABSENT_HERE`` becomes a skip naming it (module docstring)."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (ABSENT_HERE and report.failed):
+        return
+    text = str(report.longrepr)
+    missing = [m for m in ABSENT_HERE if "ImportError" in text and (f"'{m}'" in text or f"{m}/__init__" in text)]
+    if missing:
+        report.outcome = "skipped"
+        report.longrepr = (str(collector.path), 0, f"Skipped: needs {', '.join(missing)}, which is not importable here")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

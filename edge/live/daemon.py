@@ -125,7 +125,7 @@ from edge.live.ring import RingTooLarge, SpikeRing, WriterPolicy, WriterState, s
 from edge.live.service import ServiceNotifier, status_line
 from edge.protocol.wire import WIRE_VERSION, EndOfStream, FrameHeader, Heartbeat, PayloadDtype, encode_eos, encode_frame, encode_heartbeat
 from edge.live.worker import Worker
-from edge.reconstruction.backends.base import Device
+from edge.reconstruction.backends.base import Device, GpuReconstructor
 from edge.reconstruction.methods import Method, method_spec
 from firmware_io.contract import now_ns
 from firmware_io.segments import prepare_folder
@@ -212,8 +212,11 @@ class Daemon:
         cfg = self.config
         device = resolve_device(cfg.device, method)
         try:
-            return make_reconstructor(method, self.geometry, backend=cfg.backend, device=device,
-                                      window_planes=window, checkpoint=cfg.checkpoint)
+            rec = make_reconstructor(method, self.geometry, backend=cfg.backend, device=device,
+                                     window_planes=window, checkpoint=cfg.checkpoint)
+            if isinstance(rec, GpuReconstructor):  # capture every batch size the worker can use now, not mid-stream
+                rec.warm_up(range(1, cfg.max_batch + 1))
+            return rec
         except BackendUnavailable as exc:
             raise DaemonError(ExitCode.BACKEND_UNAVAILABLE, f"backend unavailable for {method.value}: {exc}") from exc
         except (ValueError, FileNotFoundError) as exc:

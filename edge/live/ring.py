@@ -65,6 +65,7 @@ logic, was two implementations of the subtlest code here; now the worker reads t
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import logging
 import os
@@ -497,42 +498,30 @@ class SpikeRing:
     def register_cuda(self) -> str | None:
         """Page-lock the data region for fast device copies (``cudaHostRegister``, portable + mapped).
 
-        Tries torch's CUDA runtime first (so torch and this ring share torch's primary context),
-        then pycuda (through ``pycuda.autoprimaryctx``, the same primary context). Returns how it
-        was registered, or ``None`` when no CUDA device or library is present. Call it in the
+        Through torch's CUDA runtime (``torch.cuda.cudart()``), so torch and this ring share torch's
+        primary context. Returns how it was registered, or ``None`` when torch sees no CUDA device or
+        the registration fails. A failed ``cudaHostRegister`` leaves the error as the runtime's
+        last error, which the next kernel launch would report as its own: it is read back and
+        cleared (``cudaGetLastError``) and logged, and the ring stays pageable. Call it in the
         process that copies to the GPU (the daemon); each process registers its own mapping.
+
+        Design: pycuda was a second way in; it has no wheel for current Pythons and CUDA 13, and
+        every process that copies to a GPU here already has torch, so it was dropped.
         """
         if self._cuda_registration is not None:
             return "already registered"
-        data = self.data
-        ptr, nbytes = int(data.ctypes.data), int(data.nbytes)
         try:
             import torch
-
-            if torch.cuda.is_available():
-                cudart = torch.cuda.cudart()
-                flags = 0x01 | 0x02  # cudaHostRegisterPortable | cudaHostRegisterMapped
-                err = cudart.cudaHostRegister(ptr, nbytes, flags)
-                if int(err) != 0:
-                    log.warning("cudaHostRegister of the ring (%d bytes) failed: %s", nbytes, err)
-                    return None
-                self._cuda_registration = lambda: cudart.cudaHostUnregister(ptr)
-                return "torch.cuda.cudart().cudaHostRegister"
-        except ImportError:
-            pass
-        try:
-            import pycuda.autoprimaryctx  # noqa: F401  (one primary context, shared with other users)
-            import pycuda.driver as cuda
         except ImportError:
             return None
-        except Exception as exc:  # no device / driver: stay on pageable memory, say so
-            log.warning("pycuda present but unusable, the ring stays pageable: %s", exc)
+        if not torch.cuda.is_available():
             return None
-        flags = cuda.mem_host_register_flags.PORTABLE | cuda.mem_host_register_flags.DEVICEMAP
-        registered = cuda.register_host_memory(data, flags=flags)
-        self._cuda_registration = registered.base.unregister
-        self._cuda_keepalive = registered
-        return "pycuda.driver.register_host_memory"
+        data = self.data
+        unregister = cuda_host_register(int(data.ctypes.data), int(data.nbytes))
+        if unregister is None:
+            return None
+        self._cuda_registration = unregister
+        return "torch.cuda.cudart().cudaHostRegister"
 
     # -- teardown -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -564,6 +553,42 @@ class SpikeRing:
         self.close()
 
 
+def _cuda_runtime() -> ctypes.CDLL | None:
+    """The CUDA runtime library torch has loaded (``cudaGetLastError`` is not among torch's bindings)."""
+    import torch
+
+    try:
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            if "libcudart.so" in line:
+                return ctypes.CDLL(line.split(maxsplit=5)[-1].strip())
+    except OSError:
+        pass
+    try:
+        return ctypes.CDLL(f"libcudart.so.{(torch.version.cuda or '').split('.')[0]}")
+    except OSError:
+        return None
+
+
+def cuda_host_register(ptr: int, nbytes: int) -> Callable[[], None] | None:
+    """Page-lock ``[ptr, ptr + nbytes)`` with ``cudaHostRegister`` (portable + mapped) through torch's runtime;
+    the function that unregisters it, or ``None`` after a failure, whose error is cleared (see ``register_cuda``)."""
+    import torch
+
+    cudart = torch.cuda.cudart()
+    flags = 0x01 | 0x02  # cudaHostRegisterPortable | cudaHostRegisterMapped
+    err = cudart.cudaHostRegister(ptr, nbytes, flags)
+    if int(err) == 0:
+        return lambda: cudart.cudaHostUnregister(ptr)
+    runtime = _cuda_runtime()
+    cleared = "not cleared: the CUDA runtime library was not found"
+    if runtime is not None:
+        runtime.cudaGetLastError.restype = ctypes.c_int
+        cleared = f"cleared (cudaGetLastError returned {runtime.cudaGetLastError()})"
+    log.warning("cudaHostRegister of %d bytes at %#x failed: %s, %s; the memory stays pageable",
+                nbytes, ptr, cudart.cudaGetErrorString(err), cleared)
+    return None
+
+
 class GapCause(str, enum.Enum):
     OVERRUN = "overrun"  # overwritten before the reader got to them
     SOURCE_GAP = "source-gap"  # the source never delivered them
@@ -577,7 +602,7 @@ class Planes:
     """
 
     first_plane: int
-    planes: np.ndarray  # uint8 (n, plane_bytes)
+    planes: np.ndarray | None  # uint8 (n, plane_bytes); None from ``read_into`` (the caller's copy holds them)
     t_ns: np.ndarray  # int64 (n,): capture time of each plane
 
     @property
@@ -646,6 +671,38 @@ class RingReader:
         post = np.empty(n, dtype=np.int64)
         if n:
             ring._access.read_slots(start, out, out_t, pre, post)
+        return self._checked(start, stop, out, out_t, pre, post)
+
+    def read_into(self, start: int, stop: int, copy: Callable[[np.ndarray, int], None]) -> RingRead:
+        """``read`` with the plane bytes copied by the caller: ``copy(slots, offset)`` gets each contiguous
+        run of ring slots (a view of the ring's own memory, e.g. page-locked by ``register_cuda``) and
+        the span offset it goes to, and must have finished copying when it returns (a GPU copy: after
+        a stream synchronisation). The stamps are checked around the copies exactly as in ``read``; the
+        ``Planes`` returned carries the times, and ``planes`` is ``None`` (the bytes are where ``copy``
+        put them)."""
+        ring = self.ring
+        if start < 0 or stop < start:
+            raise ValueError(f"range [{start}, {stop}) must start at >= 0 and not end before it starts")
+        if stop > ring.committed:
+            raise ValueError(f"planes up to {stop} requested, only {ring.committed} committed")
+        lapped = self.lapped(start)
+        if lapped is not None:
+            return lapped
+        n = stop - start
+        out_t = np.empty(n, dtype=np.int64)
+        pre = np.empty(n, dtype=np.int64)
+        post = np.empty(n, dtype=np.int64)
+
+        def copy_segments(parts: list[tuple[int, int, int]]) -> None:
+            for s0, s1, off in parts:
+                copy(ring.data[s0:s1], off)
+
+        if n:
+            ring._access.read_slots_via(start, copy_segments, out_t, pre, post)
+        return self._checked(start, stop, None, out_t, pre, post)
+
+    def _checked(self, start: int, stop: int, out: np.ndarray | None, out_t: np.ndarray, pre: np.ndarray,
+                 post: np.ndarray) -> RingRead:
         index = np.arange(start, stop, dtype=np.int64)
         bad = np.flatnonzero((pre != index) | (post != index))
         if len(bad) == 0:

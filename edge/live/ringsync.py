@@ -15,6 +15,10 @@
   Taking and releasing the lock orders memory on every CPU, so this is correct everywhere; the
   cost is that a reader copying a span holds up the writer for that long.
 
+Both also offer ``read_slots_via``: the same seqlock read with the data bytes copied by the caller's
+function (the worker's CUDA path copies ring slots straight to the GPU and waits for the copy
+before the second stamp read).
+
 The creator of a ring picks the mode (``choose_mode``) and records it in the header; every process
 that attaches uses the recorded mode, since an atomic writer never takes the lock and a locked one
 never runs the fences. A process that cannot load the helper cannot attach to an atomic ring and
@@ -34,6 +38,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -151,6 +156,19 @@ class AtomicAccess:
         self._lib.ring_read_slots(self._stamps, self._t_ns, self._data, self._capacity, self._plane_bytes, start,
                                   len(out), _address(out), _address(out_t), _address(pre), _address(post))
 
+    def read_slots_via(self, start: int, copy: Callable[[list[tuple[int, int, int]]], None], out_t: np.ndarray,
+                       pre: np.ndarray, post: np.ndarray) -> None:
+        """``read_slots`` with the data copied by ``copy(segments)`` (e.g. to a GPU, finished when it returns):
+        the helper's read with no data bytes gives the acquire loads of ``pre`` and the times, then
+        ``copy`` runs, then a second such read gives ``post`` after its acquire fence."""
+        n = len(out_t)
+        scratch_t, scratch_pre = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        self._lib.ring_read_slots(self._stamps, self._t_ns, self._data, self._capacity, 0, start, n,
+                                  _address(out_t), _address(out_t), _address(pre), _address(scratch_pre))
+        copy(segments(start, start + n, self._capacity))
+        self._lib.ring_read_slots(self._stamps, self._t_ns, self._data, self._capacity, 0, start, n,
+                                  _address(scratch_t), _address(scratch_t), _address(scratch_pre), _address(post))
+
     def close(self) -> None:
         self._lib = None
 
@@ -204,6 +222,19 @@ class LockedAccess:
                 pre[off: off + s1 - s0] = self._stamps[s0:s1]
             for s0, s1, off in parts:
                 out[off: off + s1 - s0] = self._data[s0:s1]
+                out_t[off: off + s1 - s0] = self._t_ns[s0:s1]
+            for s0, s1, off in parts:
+                post[off: off + s1 - s0] = self._stamps[s0:s1]
+
+    def read_slots_via(self, start: int, copy: Callable[[list[tuple[int, int, int]]], None], out_t: np.ndarray,
+                       pre: np.ndarray, post: np.ndarray) -> None:
+        """``read_slots`` with the data copied by ``copy(segments)``, all under the lock."""
+        parts = segments(start, start + len(out_t), self._capacity)
+        with self._locked():
+            for s0, s1, off in parts:
+                pre[off: off + s1 - s0] = self._stamps[s0:s1]
+            copy(parts)
+            for s0, s1, off in parts:
                 out_t[off: off + s1 - s0] = self._t_ns[s0:s1]
             for s0, s1, off in parts:
                 post[off: off + s1 - s0] = self._stamps[s0:s1]

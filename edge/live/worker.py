@@ -36,6 +36,10 @@ ready yet, or ``None`` when the source has ended and no further window can compl
 
 Planes come out of the ring through ``RingReader`` (``edge.live.ring``): one span read per batch
 gives the planes or a ``Gap`` with its cause; the worker only decides where on its grid to resume.
+When the reconstructor takes windows on a GPU (``GpuReconstructor.window_device``: the torch backend
+on CUDA), the span is copied straight from the ring onto the device (``edge.live.upload``) and the
+overlapping windows are cut there (``edge.reconstruction.windows.cut_windows``); otherwise the
+windows are cut from the host copy, as views.
 A worker lapped by the writer resumes a hop clear of the oldest plane, and counts every plane it
 gives up that way as overrun.
 """
@@ -48,8 +52,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.reconstruction.backends.base import Reconstructor
-from edge.live.ring import Gap, GapCause, RingReader, SpikeRing
+from edge.reconstruction.backends.base import GpuReconstructor, Reconstructor
+from edge.reconstruction.windows import cut_windows
+from edge.live.ring import Gap, GapCause, RingRead, RingReader, SpikeRing
 
 DEFAULT_HOP_PLANES = 40  # 1,000 frames/s at 40,000 planes/s
 DEFAULT_MAX_BATCH = 8
@@ -106,7 +111,24 @@ class Worker:
         self._source_discontinuities = ring.get("discontinuities")  # seen so far
         self._seen_committed = 0  # committed when they were last read
         self._flag_past_plane: int | None = None  # flag the first window ending after this plane
+        self._spans_cache = None
         self.reader = RingReader(ring)
+        self._spans = self._device_spans(reconstructor)
+
+    def _device_spans(self, reconstructor: Reconstructor):
+        """A ``DeviceSpans`` when ``reconstructor`` takes windows on a device (CUDA), else ``None`` (host path)."""
+        device = reconstructor.window_device if isinstance(reconstructor, GpuReconstructor) else None
+        if device is None:
+            return None
+        from edge.live.upload import DeviceSpans  # imports torch: only for a reconstructor that runs on it
+
+        if self._spans_cache is not None and self._spans_cache.device == device:
+            return self._spans_cache
+        self._spans_cache = DeviceSpans(self.reader, device)
+        return self._spans_cache
+
+    def _read(self, start: int, stop: int) -> RingRead:
+        return self._spans.read(start, stop) if self._spans is not None else self.reader.read(start, stop)
 
     @property
     def window_planes(self) -> int:
@@ -134,6 +156,7 @@ class Worker:
         self.hop_planes, self.policy = hop, new_policy
         if reconstructor is not None:
             self.reconstructor = reconstructor
+            self._spans = self._device_spans(reconstructor)
 
     # -- one step ---------------------------------------------------------------------------------
     def step(self) -> list[WindowFrame] | None:
@@ -170,28 +193,31 @@ class Worker:
         else:
             batch = min(ready, self.max_batch, max(1, (ring.capacity - n) // hop + 1))
         start = self.next_key - half
-        got = self.reader.read(start, start + (batch - 1) * hop + n)
+        got = self._read(start, start + (batch - 1) * hop + n)
         if isinstance(got, Gap) and got.first_plane >= start + n:
             # the windows that end before the first missing plane are intact: reconstruct those now,
             # the gap is handled on the next step
             batch = (got.first_plane - start - n) // hop + 1
-            got = self.reader.read(start, start + (batch - 1) * hop + n)
+            got = self._read(start, start + (batch - 1) * hop + n)
         dequeue_t_ns = time.monotonic_ns()
         if isinstance(got, Gap):  # resume at the first window after the last missing plane
             self._lose(got.cause, self._first_key_from(got.stop_plane) - half, n_planes=got.n_lost)
             return []
         buf, tbuf = got.planes, got.t_ns
-        if batch == 1:
-            windows = buf[None, :n]
+        if self._spans is not None:  # the span is on the device: cut the windows there
+            infer_start = time.monotonic_ns()
+            images = self.reconstructor.reconstruct_device(cut_windows(buf, batch, n, hop))
+            infer_end = time.monotonic_ns()
         else:
-            windows = np.lib.stride_tricks.as_strided(
-                buf, shape=(batch, n, ring.plane_bytes), strides=(hop * buf.strides[0], buf.strides[0], 1),
-                writeable=False)
-            if getattr(self.reconstructor, "backend", "numpy") != "numpy":
-                windows = np.ascontiguousarray(windows)
-        infer_start = time.monotonic_ns()
-        images = self.reconstructor.reconstruct(windows)
-        infer_end = time.monotonic_ns()
+            if batch == 1:
+                windows = buf[None, :n]
+            else:
+                windows = cut_windows(buf, batch, n, hop)
+                if getattr(self.reconstructor, "backend", "numpy") != "numpy":
+                    windows = np.ascontiguousarray(windows)
+            infer_start = time.monotonic_ns()
+            images = self.reconstructor.reconstruct(windows)
+            infer_end = time.monotonic_ns()
         frames = []
         for i in range(batch):
             s = start + i * hop

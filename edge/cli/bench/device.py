@@ -8,7 +8,8 @@ the same device and in the same run:
   the two differ only in how the network runs. On CUDA torch's defaults apply (TF32 convolutions).
 - ``torch``: the project's torch backend through the real ``Reconstructor`` interface (on CUDA:
   fp16, channels_last, one CUDA graph per batch size, pinned host buffer).
-- ``onnxruntime``: ONNX Runtime (CUDA execution provider on ``--device cuda``), where importable.
+- ``onnxruntime``: ONNX Runtime (CUDA execution provider on ``--device cuda``, input prepared on the
+  GPU and bound with IOBinding), where importable.
 - ``tensorrt``: Torch-TensorRT, where importable on CUDA and the network has weights on disk; an
   fp16 engine is built for batch 1 into a temporary directory (it times batch 1 only).
 
@@ -17,11 +18,23 @@ single-frame latency (batch 1, one call per sample, p50/p99; on CUDA ``torch.cud
 before and after each call) and throughput in frames/s at each ``--batch-sizes`` (calls in series for
 ``--seconds``). Output agreement is measured against a strict fp32 reference (the eager network with
 TF32 off) on windows of the REDS_BASE recordings in ``../shared/data/redsbase`` when present (centre
-cropped / wrap padded to the benchmark geometry), else on a simulated recording: max abs difference
-and PSNR (peak = the reference's range). Targets (``TARGETS``) are printed beside the figures with
+cropped / wrap padded to the benchmark geometry), else on a simulated recording: finiteness, max abs
+and relative difference and PSNR (peak = the reference's range). Targets (``TARGETS``) are printed beside the figures with
 PASS/FAIL: frames/s is the best over the batch sizes, latency is judged on the p50 (p99 shown).
 
-``--out FILE.json`` writes the report atomically and a Markdown summary beside it (``FILE.md``).
+``--out FILE.json`` writes the report atomically and a Markdown summary beside it (``FILE.md``), and
+rewrites both as each part finishes (every candidate, every network, the pipeline trial), so a bench
+cut short (a hang, a time limit) leaves what it had measured. Every candidate is built, checked and
+timed on its own, in turn, and freed before the next: a failure of any kind (a compile error, out of
+memory) is recorded in its row and the bench moves on; on CUDA the peak memory figure is that
+candidate's alone (the allocator's peak is reset and its cache emptied between candidates).
+A candidate passes only with finite output; agreement is judged by the max error relative to the
+reference's range (``edge.reconstruction.reference``). ``--candidates KEY,...`` times only the
+candidates whose keys match (shell patterns allowed: ``'*bf16*'``); one that matches nothing in this
+version is listed as skipped, not an error. For candidates
+that hold a torch module, ``stages_ms`` splits one call into host-to-device copy, unpack + prepare,
+network and device-to-host copy (CUDA events on a GPU, ``perf_counter`` on the CPU; eager, outside
+any CUDA graph).
 ``--pipeline`` (CUDA only) adds one live-pipeline trial (``edge.cli.bench.pipeline.run_trial``: a real
 daemon replaying a 250x400 recording at 40 kHz, hop 40, LRN on the torch backend); without it the
 report carries the command that measures it (``PIPELINE_COMMAND``).
@@ -29,13 +42,15 @@ report carries the command that measures it (``PIPELINE_COMMAND``).
 On a GPU machine, the figures for the repository come from one command::
 
     spike-edge bench device --device cuda --pipeline --out docs/results/bench_device_<gpu>.json
+
+(``scripts/gpu_check.sh`` runs it with the other GPU checks; ``docs/gpu-check.md``.)
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as _dt
+import fnmatch
 import gc
 import importlib.util
 import json
@@ -46,28 +61,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 import numpy as np
 
-from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device, check_windows
+from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device
 from edge.reconstruction.engines import distribution_version
 from edge.reconstruction.methods import LEARNED_METHOD_NAMES, Method
+from edge.reconstruction.reference import (EagerReconstructor, agreement, agreement_windows, strict_fp32,
+                                           tf32_convolutions, within)
 from firmware_io.contract import Geometry
 from firmware_io.exits import ExitCode, fail
 
-SCHEMA = "spike-edge bench device v1"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_REDSBASE = Path(os.environ.get("SPIKE_EDGE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "redsbase"
+SCHEMA = "spike-edge bench device v2"  # v2: per-candidate errors, finite/relative agreement, stages_ms
+REPO_ROOT = Path(__file__).resolve().parents[3]
 BENCH_GEOMETRY = {Method.LRN: Geometry(250, 400), Method.STIR: Geometry(256, 400)}
 PIPELINE_COMMAND = ("spike-edge bench pipeline --method lrn --backend torch --rate-hz 40000 --hop 40 "
                     "--seconds 10 --find-max --json")
-AGREEMENT_WINDOWS = 4
 WARMUP_CALLS = 2
 MIN_TIMED_CALLS = 3
+STAGE_CALLS = 20  # calls per batch size for the per-stage split
+AGREEMENT_REL_TOL = {"fp32": 1e-3, "reduced": 3e-2}  # max error / reference range: fp32 vs fp16, bf16, TensorRT
 
 
 @dataclass(frozen=True)
@@ -157,7 +175,7 @@ def environment(device: Device) -> dict[str, Any]:
             "memory_gib": round(props.total_memory / 2**30, 1),
             "multiprocessors": props.multi_processor_count,
             **_driver_versions(),
-            "tf32_convolutions": bool(torch.backends.cudnn.allow_tf32),
+            "tf32_convolutions": tf32_convolutions(),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
         }
     return env
@@ -166,68 +184,33 @@ def environment(device: Device) -> dict[str, Any]:
 # -- candidates ----------------------------------------------------------------------------------
 
 
-class EagerReconstructor:
-    """Plain eager torch fp32 on ``device``: no channels_last, no CUDA graphs; same I/O as the backends."""
-
-    def __init__(self, loaded, geometry: Geometry, device: Device) -> None:
-        import torch
-
-        self.method = loaded.method
-        self._prepare = loaded.network.prepare_torch
-        self.geometry = geometry
-        self.window_planes = loaded.window_planes
-        self.weights_id = loaded.weights_id
-        self._device = torch.device("cuda" if device is Device.CUDA else "cpu")
-        self.module = loaded.model.eval().to(self._device, dtype=torch.float32)
-        self.backend = f"torch-{device.value}-fp32-eager"
-
-    def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray:
-        import torch
-
-        windows = check_windows(packed_windows, self.window_planes, self.geometry)
-        packed = torch.from_numpy(np.require(windows, requirements=("C", "W"))).to(self._device)
-        with torch.inference_mode():
-            return self.module(self._prepare(packed, self.geometry))[:, 0].float().cpu().numpy()
-
-
 @dataclass
 class Candidate:
+    """One way to run the network; built (``make``) only when its turn comes, and freed after it."""
+
     key: str
-    rec: Any
     description: str
+    make: Callable[[], Any]
     max_batch: int | None = None
+    rec: Any = field(default=None, repr=False)
     build_s: float = 0.0
 
 
-@contextlib.contextmanager
-def strict_fp32():
-    """TF32 off for convolutions and matmuls (a true fp32 reference on Ampere and later)."""
-    import torch
-
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bool,
-                     workdir: Path) -> tuple[list[Candidate], list[dict[str, str]]]:
+def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bool, workdir: Path,
+                     selected: frozenset[str] | None = None) -> tuple[list[Candidate], list[dict[str, str]]]:
+    """The candidates for one network, in order (not built yet), and those that cannot run here with why.
+    ``selected``: only the keys matching these patterns (``--candidates``, shell-style: ``aoti*``); a
+    pattern that matches nothing offered here is reported skipped."""
     from edge.reconstruction.backends import available_backends, build_backend
 
     candidates: list[Candidate] = []
     skipped: list[dict[str, str]] = []
 
     def attempt(key: str, description: str, make: Callable[[], Any], max_batch: int | None = None) -> None:
-        t0 = time.perf_counter()
-        try:
-            rec = make()
-        except (BackendUnavailable, ImportError, ValueError, RuntimeError) as exc:
-            skipped.append({"key": key, "reason": f"{type(exc).__name__}: {exc}"})
+        """Queue a candidate (built later, on its own: ``bench_network``), unless ``--candidates`` leaves it out."""
+        if selected is not None and not any(fnmatch.fnmatchcase(key, pattern) for pattern in selected):
             return
-        candidates.append(Candidate(key, rec, description, max_batch, round(time.perf_counter() - t0, 2)))
+        candidates.append(Candidate(key, description, make, max_batch))
 
     attempt("eager-fp32", "plain eager torch fp32: no channels_last, no CUDA graphs (baseline)",
             lambda: EagerReconstructor(copy.deepcopy(loaded), geometry, device))
@@ -237,7 +220,8 @@ def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bo
     attempt("torch", f"the project's torch backend: {project}",
             lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device))
     if BackendName.ONNX in found:
-        attempt("onnxruntime", "ONNX Runtime fp32 (network exported in memory; input prepared on the host)",
+        attempt("onnxruntime", "ONNX Runtime fp32 (network exported in memory; input prepared on the host, "
+                "or on the GPU and bound with IOBinding on CUDA)",
                 lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.ONNX, device))
     else:
         skipped.append({"key": "onnxruntime", "reason": "onnxruntime / onnx not importable"})
@@ -260,77 +244,12 @@ def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bo
 
         attempt("tensorrt", "Torch-TensorRT fp16 engine for batch 1 (built here; build time in build_s)",
                 make_trt, max_batch=1)
+    if selected is not None:
+        offered = {c.key for c in candidates} | {s["key"] for s in skipped}
+        skipped = [s for s in skipped if any(fnmatch.fnmatchcase(s["key"], pattern) for pattern in selected)]
+        skipped += [{"key": pattern, "reason": "no candidate of this version matches (--candidates)"}
+                    for pattern in sorted(selected) if not any(fnmatch.fnmatchcase(k, pattern) for k in offered)]
     return candidates, skipped
-
-
-# -- inputs --------------------------------------------------------------------------------------
-
-
-def _fit(planes: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Upright planes ``(T, h, w)`` centre-cropped / wrap-padded to ``geometry``."""
-    out = planes
-    for axis, want in ((1, geometry.height), (2, geometry.width)):
-        have = out.shape[axis]
-        if have > want:
-            start = (have - want) // 2
-            out = np.take(out, np.arange(start, start + want), axis=axis)
-        elif have < want:
-            pad = [(0, 0)] * 3
-            pad[axis] = ((want - have) // 2, want - have - (want - have) // 2)
-            out = np.pad(out, pad, mode="wrap")
-    return out
-
-
-def agreement_windows(window_planes: int, geometry: Geometry, n: int = AGREEMENT_WINDOWS,
-                      folder: Path = SHARED_REDSBASE) -> tuple[np.ndarray, str]:
-    """``n`` packed windows ``(n, T, plane_bytes)`` of real (REDS_BASE) or simulated spikes, and their source."""
-    from firmware_io.bitpack import pack_planes
-
-    dats = sorted(folder.glob("*.dat")) if folder.is_dir() else []
-    windows: list[np.ndarray] = []
-    used: list[str] = []
-    if dats:
-        from firmware_io.dat import DatReader
-
-        per_clip = max(1, -(-n // len(dats)))
-        for dat in dats:
-            with DatReader(dat) as reader:
-                total = len(reader)
-                if total < window_planes:
-                    continue
-                for start in np.linspace(0, total - window_planes, per_clip).astype(int):
-                    planes = np.asarray(reader.unpacked(int(start), int(start) + window_planes))
-                    windows.append(pack_planes(_fit(planes, geometry)))
-                used.append(dat.stem)
-                source_geometry = reader.geometry
-            if len(windows) >= n:
-                break
-        if windows:
-            fit = "" if source_geometry == geometry else f", fitted from {source_geometry} to {geometry}"
-            return np.stack(windows[:n]), f"redsbase ({', '.join(used)}; {len(windows[:n])} windows{fit})"
-    from firmware_io.scenes import scene_frames
-    from firmware_io.simulator import simulate_frames
-
-    planes_per_frame = 10
-    need = n * window_planes
-    frames = scene_frames("shapes", geometry, seed=0, n_frames=-(-need // planes_per_frame))
-    chunks = list(simulate_frames(frames, geometry, planes_per_frame=planes_per_frame, seed=0, packed=True))
-    packed = np.concatenate(chunks)[:need]
-    return packed.reshape(n, window_planes, geometry.plane_bytes), f"simulated (shapes scene; {n} windows)"
-
-
-def _psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    reference = reference.astype(np.float64)
-    mse = float(np.mean((image.astype(np.float64) - reference) ** 2))
-    peak = float(reference.max() - reference.min()) or 1.0
-    return float("inf") if mse == 0 else 10.0 * np.log10(peak**2 / mse)
-
-
-def agreement(outputs: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
-    per_window = [_psnr(o, r) for o, r in zip(outputs, reference)]
-    finite = lambda v: None if not np.isfinite(v) else round(float(v), 2)  # noqa: E731  (JSON has no inf)
-    return {"max_abs_diff": float(np.abs(outputs - reference).max()), "psnr_db": finite(_psnr(outputs, reference)),
-            "min_psnr_db": finite(min(per_window)), "identical": bool(np.array_equal(outputs, reference))}
 
 
 # -- timing --------------------------------------------------------------------------------------
@@ -362,8 +281,6 @@ def measure(cand: Candidate, batches: dict[int, np.ndarray], seconds: float, dev
     cuda = device is Device.CUDA
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     row: dict[str, Any] = {"latency_ms": None, "throughput": []}
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
     for batch, windows in batches.items():
         entry: dict[str, Any] = {"batch": batch}
         if cand.max_batch is not None and batch > cand.max_batch:
@@ -371,11 +288,11 @@ def measure(cand: Candidate, batches: dict[int, np.ndarray], seconds: float, dev
             row["throughput"].append(entry)
             continue
         try:
-            for _ in range(WARMUP_CALLS):  # the first call captures the CUDA graph for this batch size
+            for _ in range(WARMUP_CALLS):  # a backend that captures CUDA graphs lazily does it here
                 cand.rec.reconstruct(windows)
             ms = time_calls(lambda: cand.rec.reconstruct(windows), seconds, sync)
         except Exception as exc:  # out of memory at a large batch, a backend that cannot batch, ...
-            entry["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            entry["error"] = _error_text(exc)
             row["throughput"].append(entry)
             if cuda:
                 torch.cuda.empty_cache()
@@ -387,9 +304,84 @@ def measure(cand: Candidate, batches: dict[int, np.ndarray], seconds: float, dev
         row["throughput"].append(entry)
     rates = [e["frames_per_s"] for e in row["throughput"] if "frames_per_s" in e]
     row["best_frames_per_s"] = max(rates) if rates else None
-    if cuda:
-        row["peak_torch_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return row
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"
+
+
+def _stage_timer(cuda: bool):
+    """``(mark, elapsed)``: ``mark()`` records a point (a CUDA event on the current stream, or
+    ``perf_counter``); ``elapsed(marks)`` gives the milliseconds between consecutive marks."""
+    import torch
+
+    if cuda:
+        def mark():
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+
+        def elapsed(marks):
+            marks[-1].synchronize()
+            return [a.elapsed_time(b) for a, b in zip(marks, marks[1:])]
+    else:
+        mark = time.perf_counter
+
+        def elapsed(marks):
+            return [(b - a) * 1e3 for a, b in zip(marks, marks[1:])]
+    return mark, elapsed
+
+
+def stage_split(rec: Any, prepare: Callable[[Any, Geometry], Any], batches: dict[int, np.ndarray], device: Device,
+                calls: int = STAGE_CALLS) -> dict[str, Any] | None:
+    """Milliseconds per stage of one call (p50 over ``calls``) at each batch size, for a candidate holding
+    a torch module (``rec.module``): host-to-device copy of the packed bytes (from pinned memory on CUDA),
+    unpack + prepare, network, device-to-host copy of the images. Eager, outside any CUDA graph: the
+    sum is above a graph replay's time; the split says where the time goes. ``None`` for other candidates."""
+    import torch
+
+    module = getattr(rec, "module", None)
+    if not isinstance(module, torch.nn.Module):
+        return None
+    params = next(module.parameters(), None)
+    if params is None:
+        return None
+    dtype, target = params.dtype, params.device
+    channels_last = bool(getattr(rec, "channels_last", False))
+    cuda = device is Device.CUDA
+    mark, elapsed = _stage_timer(cuda)
+    names = ("h2d", "prepare", "network", "d2h")
+    out: dict[str, Any] = {"method": "cuda events" if cuda else "perf_counter", "batches": []}
+    with torch.inference_mode():
+        for batch, windows in batches.items():
+            host = torch.from_numpy(np.ascontiguousarray(windows))
+            if cuda:
+                host = host.pin_memory()
+            samples: list[list[float]] = []
+            try:
+                for i in range(calls + 1):  # the first call warms up
+                    marks = [mark()]
+                    packed = host.to(target, non_blocking=True)
+                    marks.append(mark())
+                    x = prepare(packed, rec.geometry).to(dtype)
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    marks.append(mark())
+                    y = module(x)[:, 0].float()
+                    marks.append(mark())
+                    y.to("cpu", non_blocking=cuda)
+                    marks.append(mark())
+                    if i:
+                        samples.append(elapsed(marks))
+            except Exception as exc:
+                out["batches"].append({"batch": batch, "error": _error_text(exc)})
+                continue
+            per_stage = np.asarray(samples)
+            p50 = {n: round(float(np.percentile(per_stage[:, k], 50)), 4) for k, n in enumerate(names)}
+            out["batches"].append({"batch": batch, **p50, "total": round(sum(p50.values()), 4)})
+    return out
 
 
 def verdict(row: dict[str, Any], target: Target) -> dict[str, Any]:
@@ -397,17 +389,82 @@ def verdict(row: dict[str, Any], target: Target) -> dict[str, Any]:
     lat = (row.get("latency_ms") or {}).get("p50")
     fps_ok = fps is not None and fps >= target.min_frames_per_s
     lat_ok = lat is not None and lat < target.max_latency_ms
+    agr = row.get("agreement_vs_fp32") or {}
+    output_ok = bool(agr.get("within_tolerance"))
     return {"frames_per_s": fps, "frames_per_s_pass": fps_ok, "latency_p50_ms": lat, "latency_pass": lat_ok,
-            "verdict": "PASS" if fps_ok and lat_ok else "FAIL"}
+            "output_pass": output_ok, "verdict": "PASS" if fps_ok and lat_ok and output_ok else "FAIL"}
+
+
+def _tolerance(backend: str, device: Device) -> float:
+    """The max relative error allowed: fp32 on the CPU is tight; reduced precision (fp16, bf16, TF32 on
+    CUDA, TensorRT) is judged like a picture (a few percent of the range at the worst pixel)."""
+    strict = device is Device.CPU and "fp16" not in backend and "bf16" not in backend
+    return AGREEMENT_REL_TOL["fp32" if strict else "reduced"]
 
 
 # -- one network ---------------------------------------------------------------------------------
 
 
-def bench_network(name: Method, geometry: Geometry, device: Device, *, seconds: float, batch_sizes: list[int],
-                  tensorrt: bool, log: Callable[[str], None]) -> dict[str, Any]:
+def _free(device: Device) -> None:
+    gc.collect()
+    if device is Device.CUDA:
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def bench_candidate(cand: Candidate, check: np.ndarray, reference: np.ndarray, batches: dict[int, np.ndarray],
+                    batch_sizes: list[int], seconds: float, device: Device, target: Target,
+                    prepare: Callable[[Any, Geometry], Any], stage_calls: int = STAGE_CALLS) -> dict[str, Any]:
+    """Build, check and time one candidate; every failure ends up in the row (``error``), never raised."""
     import torch
 
+    row: dict[str, Any] = {"key": cand.key, "backend": None, "description": cand.description}
+    cuda = device is Device.CUDA
+    _free(device)
+    base = torch.cuda.memory_allocated() if cuda else 0
+    t0 = time.perf_counter()
+    try:
+        cand.rec = cand.make()
+        row["build_s"] = cand.build_s = round(time.perf_counter() - t0, 2)
+        row["backend"] = cand.rec.backend
+        try:
+            outputs = np.concatenate([cand.rec.reconstruct(w[None]) for w in check])
+            agr = agreement(outputs, reference)
+            agr["rel_tolerance"] = _tolerance(cand.rec.backend, device)
+            agr["within_tolerance"] = within(agr, agr["rel_tolerance"])
+            row["agreement_vs_fp32"] = agr
+        except Exception as exc:
+            row["agreement_vs_fp32"] = {"error": _error_text(exc)}
+        row.update(measure(cand, batches, seconds, device))
+        row["throughput"] = [e for e in row["throughput"] if e["batch"] in batch_sizes]
+        stage_batches = {b: batches[b] for b in sorted({1, max(batch_sizes)})
+                         if cand.max_batch is None or b <= cand.max_batch}
+        row["stages_ms"] = stage_split(cand.rec, prepare, stage_batches, device, stage_calls) if stage_calls else None
+    except Exception as exc:  # any failure of this candidate (a compile error of any type, out of memory)
+        row["error"] = _error_text(exc)
+        row["traceback"] = traceback.format_exc(limit=-8)
+        row.setdefault("build_s", round(time.perf_counter() - t0, 2))
+        row.setdefault("throughput", [])
+        row.setdefault("latency_ms", None)
+        row.setdefault("best_frames_per_s", None)
+    if cuda:
+        torch.cuda.synchronize()
+        row["peak_gpu_memory_mib"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+        row["peak_gpu_reserved_mib"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+    row["target"] = verdict(row, target)
+    cand.rec = None
+    _free(device)
+    return row
+
+
+def bench_network(name: Method, geometry: Geometry, device: Device, *, seconds: float, batch_sizes: list[int],
+                  tensorrt: bool, log: Callable[[str], None], selected: frozenset[str] | None = None,
+                  stage_calls: int = STAGE_CALLS,
+                  checkpoint: Callable[[dict[str, Any]], None] = lambda result: None) -> dict[str, Any]:
+    """One network's candidates, each in turn; ``checkpoint(result so far)`` after each one."""
     from edge.reconstruction.networks import load_network
 
     loaded = load_network(name, None, allow_random=True)
@@ -419,10 +476,11 @@ def bench_network(name: Method, geometry: Geometry, device: Device, *, seconds: 
         "weights": {"id": loaded.weights_id, "file": loaded.weights_path.name if loaded.weights_path else None,
                     "random": loaded.weights_path is None},
         "target": {"min_frames_per_s": target.min_frames_per_s, "max_latency_ms": target.max_latency_ms},
+        "candidates": [], "skipped": [], "verdict": "FAIL",
     }
     with tempfile.TemporaryDirectory(prefix="spike-bench-device-") as tmp:
-        log(f"{name.value} at {geometry}: building backends")
-        candidates, skipped = build_candidates(loaded, geometry, device, tensorrt=tensorrt, workdir=Path(tmp))
+        candidates, skipped = build_candidates(loaded, geometry, device, tensorrt=tensorrt, workdir=Path(tmp),
+                                               selected=selected)
         result["skipped"] = skipped
         check, source = agreement_windows(loaded.window_planes, geometry)
         result["agreement_source"] = source
@@ -433,27 +491,16 @@ def bench_network(name: Method, geometry: Geometry, device: Device, *, seconds: 
         rng = np.random.default_rng(0)
         base = rng.integers(0, 256, (max(batch_sizes), loaded.window_planes, geometry.plane_bytes), dtype=np.uint8)
         batches = {b: np.ascontiguousarray(base[:b]) for b in sorted(set([1, *batch_sizes]))}
-        rows = []
         for cand in candidates:
-            log(f"{name.value}: timing {cand.rec.backend}")
-            row: dict[str, Any] = {"key": cand.key, "backend": cand.rec.backend, "description": cand.description,
-                                   "build_s": cand.build_s}
-            try:
-                outputs = np.concatenate([cand.rec.reconstruct(w[None]) for w in check])
-                row["agreement_vs_fp32"] = agreement(outputs, reference)
-            except Exception as exc:
-                row["agreement_vs_fp32"] = {"error": f"{type(exc).__name__}: {exc}"}
-            row.update(measure(cand, batches, seconds, device))
-            row["throughput"] = [e for e in row["throughput"] if e["batch"] in batch_sizes]
-            row["target"] = verdict(row, target)
-            rows.append(row)
-        result["candidates"] = rows
-        project = next((r for r in rows if r["key"] == "torch"), None)
-        result["verdict"] = project["target"]["verdict"] if project else "FAIL"
+            log(f"{name.value} at {geometry}: {cand.key}")
+            row = bench_candidate(cand, check, reference, batches, batch_sizes, seconds, device, target,
+                                  loaded.network.prepare_torch, stage_calls)
+            result["candidates"].append(row)
+            project = next((r for r in result["candidates"] if r["key"] == "torch"), None)
+            result["verdict"] = project["target"]["verdict"] if project else "FAIL"
+            checkpoint(result)
         del candidates
-        gc.collect()
-        if device is Device.CUDA:
-            torch.cuda.empty_cache()
+        _free(device)
     return result
 
 
@@ -461,23 +508,27 @@ def bench_network(name: Method, geometry: Geometry, device: Device, *, seconds: 
 
 
 def run_pipeline_trial(seconds: float) -> dict[str, Any]:
-    """One live-pipeline trial: the daemon (device auto = CUDA for networks) runs LRN on the torch backend."""
-    from edge.cli.bench.pipeline import make_bench_recording, run_trial
-    from edge.live.config import DEFAULT_RING_PLANES
+    """One live-pipeline trial: the daemon (device auto = CUDA for networks) runs LRN on the torch backend.
+    Any failure, an import error included, comes back as ``{"error": ...}``."""
+    try:
+        from edge.cli.bench.pipeline import make_bench_recording, run_trial
+        from edge.live.config import DEFAULT_RING_PLANES
 
-    with tempfile.TemporaryDirectory(prefix="spike-bench-device-pipe-") as tmp:
-        path = make_bench_recording(Path(tmp))
-        try:
+        with tempfile.TemporaryDirectory(prefix="spike-bench-device-pipe-") as tmp:
+            path = make_bench_recording(Path(tmp))
             return run_trial(path, rate_hz=40_000.0, seconds=max(seconds, 5.0), warmup_s=2.0, hop=40, method="lrn",
                              backend="torch", ring_planes=DEFAULT_RING_PLANES, policy="all",
                              log_path=Path(tmp) / "daemon.log")
-        except Exception as exc:
-            return {"error": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:
+        return {"error": _error_text(exc)}
 
 
 def run_device_bench(device: Device, methods: list[Method], *, seconds: float, batch_sizes: list[int],
                      geometry: Geometry | None = None, tensorrt: bool = True, pipeline: bool = False,
-                     log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                     candidates: frozenset[str] | None = None, stage_calls: int = STAGE_CALLS,
+                     log: Callable[[str], None] = lambda s: None,
+                     checkpoint: Callable[[dict[str, Any]], None] = lambda report: None) -> dict[str, Any]:
+    """The whole report; ``checkpoint(report so far)`` after every candidate, network and the pipeline trial."""
     from edge.reconstruction.backends import check_device
 
     check_device(device)  # BackendUnavailable with a clear message when CUDA is asked for and absent
@@ -486,15 +537,23 @@ def run_device_bench(device: Device, methods: list[Method], *, seconds: float, b
         "device": device.value,
         "settings": {"methods": [m.value for m in methods], "seconds_per_measurement": seconds,
                      "batch_sizes": batch_sizes, "warmup_calls": WARMUP_CALLS,
-                     "geometry_override": str(geometry) if geometry else None},
+                     "geometry_override": str(geometry) if geometry else None,
+                     "candidates": sorted(candidates) if candidates is not None else None,
+                     "stage_calls": stage_calls},
         "environment": environment(device),
         "targets": {m.value: {"min_frames_per_s": t.min_frames_per_s, "max_latency_ms": t.max_latency_ms}
                     for m, t in TARGETS.items()},
         "methods": {},
+        "pipeline": {"command": PIPELINE_COMMAND, "skipped": "not reached yet"},
     }
     for name in methods:
-        report["methods"][name.value] = bench_network(name, geometry or BENCH_GEOMETRY[name], device, seconds=seconds,
-                                                      batch_sizes=batch_sizes, tensorrt=tensorrt, log=log)
+        def progress(result: dict[str, Any], name: Method = name) -> None:
+            report["methods"][name.value] = result
+            checkpoint(report)
+
+        progress(bench_network(name, geometry or BENCH_GEOMETRY[name], device, seconds=seconds,
+                               batch_sizes=batch_sizes, tensorrt=tensorrt, log=log, selected=candidates,
+                               stage_calls=stage_calls, checkpoint=progress))
     if pipeline and device is Device.CUDA:
         log("pipeline: one live trial (LRN, torch backend, 40 kHz, hop 40)")
         report["pipeline"] = {"command": PIPELINE_COMMAND, "trial": run_pipeline_trial(seconds)}
@@ -502,6 +561,7 @@ def run_device_bench(device: Device, methods: list[Method], *, seconds: float, b
         reason = "not requested; add --pipeline" if not pipeline else "--pipeline needs --device cuda"
         report["pipeline"] = {"command": PIPELINE_COMMAND, "skipped": reason}
     report["environment"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    checkpoint(report)
     return report
 
 
@@ -542,29 +602,51 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"{weights}; target >= {t['min_frames_per_s']:,.0f} frames/s and p50 latency < "
                   f"{t['max_latency_ms']} ms" + ("" if res["target_geometry"] else
                                                  " (defined at the default geometry, not this one)"), "",
-                  "| backend | latency p50 / p99 ms | " + " | ".join(f"frames/s b={b}" for b in batch_sizes)
-                  + " | max abs diff vs fp32 | PSNR dB | target |",
-                  "|---|---|" + "---|" * len(batch_sizes) + "---|---|---|"]
+                  "| candidate | backend | latency p50 / p99 ms | " + " | ".join(f"frames/s b={b}" for b in batch_sizes)
+                  + " | max rel error vs fp32 | PSNR dB | peak GPU MiB | target |",
+                  "|---|---|---|" + "---|" * len(batch_sizes) + "---|---|---|---|"]
         for r in res["candidates"]:
             lat = r.get("latency_ms") or {}
+            by_batch = {e["batch"]: e for e in r["throughput"]}
             cells = []
-            for e in r["throughput"]:
+            for b in batch_sizes:
+                e = by_batch.get(b, {})
                 cells.append(_fmt(e.get("frames_per_s"), 1) if "frames_per_s" in e else
                              ("n/a" if "skipped" in e else "error"))
-            agr = r.get("agreement_vs_fp32", {})
+            agr = r.get("agreement_vs_fp32") or {}
+            if "error" in agr or not agr:
+                rel, psnr = "error", "-"
+            elif not agr["finite"]:
+                rel, psnr = f"NON-FINITE ({agr['non_finite_values']} values)", "-"
+            else:
+                rel = format(agr["max_rel_error"], ".2e")
+                psnr = "identical" if agr.get("identical") else _fmt(agr.get("psnr_db"), 1)
             tv = r["target"]
             mark = (f"{tv['verdict']} ({'ok' if tv['frames_per_s_pass'] else 'slow'} fps, "
-                    f"{'ok' if tv['latency_pass'] else 'slow'} latency)")
-            lines.append(f"| {r['backend']} | {_fmt(lat.get('p50'))} / {_fmt(lat.get('p99'))} | "
-                         + " | ".join(cells) + f" | {'error' if 'error' in agr else format(agr['max_abs_diff'], '.2e')}"
-                         f" | {'identical' if agr.get('identical') else _fmt(agr.get('psnr_db'), 1)} | {mark} |")
-        lines += ["", f"Agreement measured on {res['agreement_source']} against eager fp32 with TF32 off."]
+                    f"{'ok' if tv['latency_pass'] else 'slow'} latency, "
+                    f"{'ok' if tv['output_pass'] else 'bad'} output)")
+            lines.append(f"| {r['key']} | {r['backend'] or 'error'} | {_fmt(lat.get('p50'))} / {_fmt(lat.get('p99'))} | "
+                         + " | ".join(cells) + f" | {rel} | {psnr} | {_fmt(r.get('peak_gpu_memory_mib'), 1)} | {mark} |")
+        lines += ["", f"Agreement measured on {res.get('agreement_source', '?')} against eager fp32 with TF32 off "
+                      "(max error relative to the reference's range)."]
+        stage_rows = [(r, e) for r in res["candidates"] for e in ((r.get("stages_ms") or {}).get("batches") or [])
+                      if "error" not in e]
+        if stage_rows:
+            lines += ["", "Per-stage split of one eager call (p50 ms; "
+                          f"{(stage_rows[0][0].get('stages_ms') or {}).get('method', '?')}):", "",
+                      "| candidate | batch | H2D | unpack + prepare | network | D2H | total |", "|---|---|---|---|---|---|---|"]
+            for r, e in stage_rows:
+                lines.append(f"| {r['key']} | {e['batch']} | {_fmt(e['h2d'], 4)} | {_fmt(e['prepare'], 4)} | "
+                             f"{_fmt(e['network'], 4)} | {_fmt(e['d2h'], 4)} | {_fmt(e['total'], 4)} |")
+            lines.append("")
         for s in res["skipped"]:
             lines.append(f"- skipped {s['key']}: {s['reason']}")
         for r in res["candidates"]:
+            if "error" in r:
+                lines.append(f"- {r['key']} failed: {r['error']}")
             for e in r["throughput"]:
                 if "error" in e:
-                    lines.append(f"- {r['backend']} at batch {e['batch']}: {e['error']}")
+                    lines.append(f"- {r['key']} at batch {e['batch']}: {e['error']}")
         lines.append("")
     pipe = report["pipeline"]
     lines.append("## Live pipeline")
@@ -608,6 +690,15 @@ def _int_list(ctx, param, value: str) -> list[int]:
     return values
 
 
+def _key_list(ctx, param, value: str | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    keys = frozenset(v.strip() for v in value.split(",") if v.strip())
+    if not keys:
+        raise click.BadParameter(f"expected comma-separated candidate keys, got {value!r}")
+    return keys
+
+
 def _method_list(ctx, param, value: str) -> list[Method]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     bad = [n for n in names if n not in LEARNED_METHOD_NAMES]
@@ -631,12 +722,18 @@ def _method_list(ctx, param, value: str) -> list[Method]:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
 @click.option("--tensorrt/--no-tensorrt", default=True, show_default=True,
               help="Build and time a TensorRT engine where Torch-TensorRT imports (CUDA).")
+@click.option("--candidates", default=None, callback=_key_list,
+              help="Comma-separated candidate keys or shell patterns to time (e.g. torch,'aoti*'); "
+                   "one that matches no candidate of this version is listed as skipped. Default: all.")
+@click.option("--stage-calls", type=click.IntRange(min=0), default=STAGE_CALLS, show_default=True,
+              help="Calls per batch size for the per-stage split (0: no split).")
 @click.option("--pipeline", is_flag=True, help="Also run one live-pipeline trial (LRN, torch, CUDA only).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Write the JSON report here (atomically) and a Markdown table beside it (.md).")
+              help="Write the JSON report here (atomically) and a Markdown table beside it (.md), "
+                   "rewritten as each candidate finishes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
-def bench_device(device_name, methods, seconds, batch_sizes, height, width, threads, tensorrt, pipeline, out,
-                 as_json) -> None:
+def bench_device(device_name, methods, seconds, batch_sizes, height, width, threads, tensorrt, candidates,
+                 stage_calls, pipeline, out, as_json) -> None:
     """LRN/STIR on one device: eager fp32 vs the torch backend vs ONNX Runtime/TensorRT, against targets."""
     if (height is None) != (width is None):
         raise click.UsageError("give --height and --width together")
@@ -647,18 +744,18 @@ def bench_device(device_name, methods, seconds, batch_sizes, height, width, thre
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
     log = (lambda s: None) if as_json else (lambda s: click.echo(f"... {s}", err=True))
+    checkpoint = (lambda report: write_results(report, out)) if out else (lambda report: None)
     try:
         report = run_device_bench(Device(device_name), methods, seconds=seconds, batch_sizes=batch_sizes,
                                   geometry=Geometry(height, width) if height else None, tensorrt=tensorrt,
-                                  pipeline=pipeline, log=log)
+                                  pipeline=pipeline, candidates=candidates, stage_calls=stage_calls, log=log,
+                                  checkpoint=checkpoint)
     except BackendUnavailable as exc:
         fail(str(exc), ExitCode.BACKEND_UNAVAILABLE)
-    if out:
-        json_path, md_path = write_results(report, out)
-        if not as_json:
-            click.echo(f"wrote {json_path} and {md_path}", err=True)
+    if out and not as_json:
+        click.echo(f"wrote {Path(out)} and {Path(out).with_suffix('.md')}", err=True)
     click.echo(json.dumps(report, indent=2) if as_json else render_markdown(report))
 
 
-__all__ = ["BENCH_GEOMETRY", "PIPELINE_COMMAND", "TARGETS", "agreement_windows", "environment", "render_markdown",
-           "run_device_bench", "write_results"]
+__all__ = ["BENCH_GEOMETRY", "PIPELINE_COMMAND", "TARGETS", "environment", "render_markdown", "run_device_bench",
+           "stage_split", "write_results"]

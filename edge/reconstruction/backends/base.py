@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -55,6 +55,20 @@ class Reconstructor(Protocol):
     weights_id: str  # sha256 prefix of the weights, or "none" for classical methods
 
     def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class GpuReconstructor(Protocol):
+    """What a reconstructor that runs on a GPU through torch offers besides ``reconstruct`` (the torch
+    backend): windows that already live on its device, and graph capture ahead of the stream."""
+
+    window_device: Any  # the torch device ``reconstruct_device`` takes windows on; None: host windows only
+
+    def reconstruct_device(self, windows: Any) -> np.ndarray:
+        """Packed uint8 windows ``(B, T, plane_bytes)`` on ``window_device`` -> float32 ``(B, H, W)`` on the host."""
+
+    def warm_up(self, batch_sizes: Iterable[int]) -> None:
+        """Do now what the first call of each batch size would do (CUDA graph capture)."""
 
 
 class NetworkBackend(Protocol):

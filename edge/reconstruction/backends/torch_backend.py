@@ -7,7 +7,11 @@ network; STIR pads and crops inside its ``forward``.
 
 On CUDA the whole chain (unpack, voxelise, network) for a given batch size is captured once into a
 CUDA graph and replayed: one host-to-device copy into a static input buffer, one replay, one
-device-to-host copy. Network input is cast to fp16 after unpacking and voxelising (counts 0..4 are
+device-to-host copy. ``warm_up(batch_sizes)`` captures them ahead (the daemon: every batch size it
+can use, at start), all in one memory pool, with ``cudnn.benchmark`` on before the first capture.
+``reconstruct_device`` takes windows that are already on the GPU (the live worker uploads each span
+of ring planes once and cuts the overlapping windows there): a device-to-device copy into the static
+input, then the same replay. Network input is cast to fp16 after unpacking and voxelising (counts 0..4 are
 exact in fp16); STIR's warps run in fp32 (see ``edge.reconstruction.models.stir``). The output is returned as
 float32.
 
@@ -57,6 +61,7 @@ class TorchReconstructor:
     label: str | None = None  # backend string override, e.g. "tensorrt-fp16"
     _graphs: dict[int, _Graph] = field(default_factory=dict, init=False, repr=False)
     _pinned: dict[int, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _pool: Any = field(default=None, init=False, repr=False)  # the graphs' shared memory pool
 
     def __post_init__(self) -> None:
         self._prepare = learned_spec(self.method).network.prepare_torch
@@ -88,9 +93,44 @@ class TorchReconstructor:
         with torch.inference_mode():
             return self._forward(packed).cpu().numpy()
 
+    # -- windows already on the device (the live worker's CUDA path) ------------------------------
+
+    @property
+    def window_device(self) -> torch.device | None:
+        """The device ``reconstruct_device`` takes windows on (CUDA), or ``None``: host windows only."""
+        return self._torch_device if self.device is Device.CUDA else None
+
+    def reconstruct_device(self, windows: torch.Tensor) -> np.ndarray:
+        """Packed windows already on ``window_device`` (uint8 ``(B, T, plane_bytes)``, any strides, e.g.
+        overlapping views of one uploaded span) -> float32 images ``(B, H, W)`` on the host."""
+        expected = (self.window_planes, self.geometry.plane_bytes)
+        if (self.window_device is None or windows.dtype != torch.uint8 or windows.ndim != 3
+                or tuple(windows.shape[1:]) != expected or windows.device != self._torch_device):
+            raise ValueError(f"expected packed windows uint8 (B, {expected[0]}, {expected[1]}) on "
+                             f"{self.window_device}, got {windows.dtype} {tuple(windows.shape)} on {windows.device}")
+        if self.cuda_graphs:
+            entry = self._graph_for(len(windows))
+            entry.static_in.copy_(windows)  # device to device: the windows' overlap is expanded here
+            entry.graph.replay()
+            return entry.static_out.cpu().numpy()
+        with torch.inference_mode():
+            return self._forward(windows.contiguous()).cpu().numpy()
+
     # -- CUDA graphs ---------------------------------------------------------------------------
 
+    def warm_up(self, batch_sizes) -> None:
+        """Capture the CUDA graph of every batch size in ``batch_sizes`` now (the daemon does this at start
+        for 1..max batch, so no capture happens mid-stream); nothing to do on the CPU or without graphs."""
+        if self.device is Device.CUDA and self.cuda_graphs:
+            for batch in sorted(set(batch_sizes)):
+                self._graph_for(batch)
+
     def _capture(self, batch: int) -> _Graph:
+        # cuDNN picks its algorithms in the warm-up runs below; benchmark mode must be on before the
+        # first capture, or a graph keeps the heuristic's choice for good
+        torch.backends.cudnn.benchmark = True
+        if self._pool is None:  # one memory pool for every batch size's graph (they never run concurrently)
+            self._pool = torch.cuda.graph_pool_handle()
         static_in = torch.zeros((batch, self.window_planes, self.geometry.plane_bytes), dtype=torch.uint8,
                                 device=self._torch_device)
         side = torch.cuda.Stream()
@@ -101,17 +141,20 @@ class TorchReconstructor:
                     self._forward(static_in)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
                 static_out = self._forward(static_in)
         return _Graph(graph, static_in, static_out)
 
-    def _reconstruct_graph(self, windows: np.ndarray) -> np.ndarray:
-        batch = len(windows)
+    def _graph_for(self, batch: int) -> _Graph:
         entry = self._graphs.get(batch)
         if entry is None:
             entry = self._graphs[batch] = self._capture(batch)
             self._pinned[batch] = torch.empty(entry.static_in.shape, dtype=torch.uint8).pin_memory()
-        pinned = self._pinned[batch]
+        return entry
+
+    def _reconstruct_graph(self, windows: np.ndarray) -> np.ndarray:
+        entry = self._graph_for(len(windows))
+        pinned = self._pinned[len(windows)]
         pinned.numpy()[...] = windows
         entry.static_in.copy_(pinned, non_blocking=True)
         entry.graph.replay()
