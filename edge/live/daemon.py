@@ -213,7 +213,7 @@ class Daemon:
         device = resolve_device(cfg.device, method)
         try:
             return make_reconstructor(method, self.geometry, backend=cfg.backend, device=device,
-                                      window_planes=window, checkpoint=cfg.checkpoint)
+                                      window_planes=window, checkpoint=cfg.checkpoint, precision=cfg.precision)
         except BackendUnavailable as exc:
             raise DaemonError(ExitCode.BACKEND_UNAVAILABLE, f"backend unavailable for {method.value}: {exc}") from exc
         except (ValueError, FileNotFoundError) as exc:

@@ -8,6 +8,8 @@ the same device and in the same run:
   the two differ only in how the network runs. On CUDA torch's defaults apply (TF32 convolutions).
 - ``torch``: the project's torch backend through the real ``Reconstructor`` interface (on CUDA:
   fp16, channels_last, one CUDA graph per batch size, pinned host buffer).
+- ``torch-bf16``: the same backend in bf16 (``--precision bf16``; on the CPU fast where it has
+  AVX512-BF16 or AMX, see ``environment.cpu_bf16``).
 - ``onnxruntime``: ONNX Runtime (CUDA execution provider on ``--device cuda``), where importable.
 - ``tensorrt``: Torch-TensorRT, where importable on CUDA and the network has weights on disk; an
   fp16 engine is built for batch 1 into a temporary directory (it times batch 1 only).
@@ -122,6 +124,7 @@ def environment(device: Device) -> dict[str, Any]:
     import torch
 
     from edge.reconstruction.backends.tensorrt_backend import tensorrt_version
+    from edge.reconstruction.cpu_features import detect_bf16_support
 
     env: dict[str, Any] = {
         "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -133,6 +136,7 @@ def environment(device: Device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
+        "cpu_bf16": detect_bf16_support().as_dict(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "numpy": np.__version__,
         "torch": torch.__version__,
@@ -236,6 +240,8 @@ def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bo
                else "fp32, channels_last, inference mode")
     attempt("torch", f"the project's torch backend: {project}",
             lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device))
+    attempt("torch-bf16", "the project's torch backend in bf16: channels_last, inference mode (CUDA: graphs)",
+            lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device, precision="bf16"))
     if BackendName.ONNX in found:
         attempt("onnxruntime", "ONNX Runtime fp32 (network exported in memory; input prepared on the host)",
                 lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.ONNX, device))

@@ -28,7 +28,8 @@ image (the published evaluation does not clamp; the published training clamps ea
 [0, 1] before the loss, see ``STIR.forward_levels``).
 
 Design: the warp casts features and sampling grid to float32 whatever the network's precision:
-in fp16 the normalised grid coordinates of a 1280-wide image would be off by a third of a pixel.
+in fp16 the normalised grid coordinates of a 1280-wide image would be off by a third of a pixel, in
+bf16 (8 significant bits) by several pixels.
 The Restormer layer norm is written over the channel axis of the NCHW tensor (no transposes), which
 keeps channels_last memory layouts intact and exports to plain ONNX ops.
 
