@@ -57,7 +57,7 @@ def _eager_reference(loaded, geometry):
               help="Store the torch precision pick for --precision auto (in $XDG_CACHE_HOME/spike-edge).")
 @click.option("--json", "as_json", is_flag=True)
 def bench_reconstruct(method, checkpoint, height, width, iterations, threads, use_compile, save_pick, as_json) -> None:
-    """Milliseconds per frame and PSNR for each available backend and torch precision, beside eager torch fp32."""
+    """Milliseconds per frame and PSNR for each backend and torch precision; stores the precision pick for auto."""
     import copy
     import os
 

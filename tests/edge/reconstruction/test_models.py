@@ -52,6 +52,9 @@ def test_nested_tfp_windows():
     out = nested_tfp(x)
     assert out.shape == (2, 5, 3, 4)
     torch.testing.assert_close(out[:, 2], x[:, 4:17].mean(1))
+    spikes = (x > 0.5).to(torch.bfloat16)
+    half = nested_tfp(spikes)  # taken in float32, then rounded once to bf16
+    assert half.dtype == torch.bfloat16 and torch.equal(half, nested_tfp(spikes.float()).to(torch.bfloat16))
 
 
 def test_official_lrn_checkpoint_loads_strictly(lrn_checkpoint):
@@ -135,6 +138,20 @@ def test_voxelise_keeps_float_planes_in_their_dtype_and_casts_counts_once():
     torch.testing.assert_close(voxelise(planes.bool()), voxelise(planes.float()), rtol=0, atol=0)
     with pytest.raises(ValueError, match="overflow"):
         voxelise(torch.zeros(1, 512, 2, 2, dtype=torch.uint8), planes_per_bin=256)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_stir_warps_in_float32_whatever_the_precision(dtype):
+    """bf16 keeps 8 significant bits: a grid coordinate near 1 would be off by pixels; the warp samples in fp32."""
+    from edge.reconstruction.models.stir import backward_warp
+
+    generator = torch.Generator().manual_seed(3)
+    features = torch.rand(1, 2, 9, 640, generator=generator).to(dtype)
+    flow = (torch.rand(1, 2, 9, 640, generator=generator) * 6 - 3).to(dtype)
+    got = backward_warp(features, flow)
+    assert got.dtype == dtype
+    expected = backward_warp(features.float(), flow.float()).to(dtype)  # the same values, warped in fp32
+    assert torch.equal(got, expected)
 
 
 def test_pad_to_multiple_replicates_edges():
