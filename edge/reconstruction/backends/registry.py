@@ -38,9 +38,9 @@ from types import ModuleType
 from typing import Callable
 
 from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device, Reconstructor
+from edge.reconstruction.backends.precision import resolve_precision
 from edge.reconstruction.engines import EngineMismatch, check_manifest, read_manifest, write_engine_dir
 from edge.reconstruction.methods import Method, learned_spec
-from edge.reconstruction.backends.precision import resolve_precision
 from edge.reconstruction.models import ONNX_OPSET, ExportFormat, Precision, PrecisionSetting
 from edge.reconstruction.networks import LoadedNetwork, load_network
 from firmware_io.contract import Geometry
@@ -195,7 +195,7 @@ def build_backend(loaded: LoadedNetwork, geometry: Geometry, backend: str | Back
     see the module docstring)."""
     backend, device = BackendName(backend), Device(device)
     check_device(device)
-    if precision is not None and PrecisionSetting(precision).value == PrecisionSetting.AUTO.value:
+    if precision is not None and PrecisionSetting(precision) is PrecisionSetting.AUTO:
         allowed = tuple(Precision) if backend is BackendName.AUTO else backend_entry(backend).weight_precisions
         precision, why = resolve_precision(loaded.method, device, allowed=allowed)
         log.info("precision auto for %s on %s: %s (%s)", loaded.method.value, device.value, precision.value, why)

@@ -1,4 +1,4 @@
-"""LRN / STIR on torch: CPU fp32 or bf16 (channels_last, inference mode) and CUDA fp16 or bf16 (channels_last, CUDA graphs).
+"""LRN / STIR on torch: CPU fp32 / bf16 (channels_last, inference mode), CUDA fp16 / bf16 (channels_last, CUDA graphs).
 
 ``TorchReconstructor.reconstruct(packed uint8 (B, T, plane_bytes)) -> float32 (B, H, W)``: the packed
 bytes go to the device as they are (8x less traffic than unpacked planes), are prepared there as the
