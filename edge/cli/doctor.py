@@ -3,9 +3,10 @@
 Checks, each with a status (``CheckStatus``) and the facts behind it:
 
 - ``cpu``: cores (all, and usable by this process) and model; ``cpu_bf16``: AVX512-BF16 and AMX
-  (``edge.reconstruction.cpu_features``: what ``--precision bf16`` and ``auto`` on the CPU need); ``shm``: ``/dev/shm`` size and free
-  space against the default ring; ``clock``: the monotonic clock's resolution (declared, measured);
-  ``ports``: whether the default endpoints (``edge.protocol.endpoints``) can be bound;
+  (``edge.reconstruction.cpu_features``: what ``--precision bf16`` and ``auto`` on the CPU need);
+  ``shm``: ``/dev/shm`` size and free space against the default ring; ``clock``: the monotonic
+  clock's resolution (declared, measured); ``ports``: whether the default endpoints
+  (``edge.protocol.endpoints``) can be bound;
 - ``compiler``: the C compiler, and ``native``: whether the ring's atomic helper
   (``edge.live.ringsync``) and the spike counter (``firmware_io.kernels``) build and load;
 - ``torch`` and ``cuda`` (device name, compute capability, memory), ``tensorrt`` (TensorRT,

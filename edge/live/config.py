@@ -199,8 +199,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", str, parse_device, choices=spellings(DeviceSetting), default=DeviceSetting.AUTO.value,
            show_default=True, help="auto: CUDA for networks when available."),
     Option("precision", str, parse_precision, choices=spellings(PrecisionSetting),
-           help="Network precision (torch: fp32/bf16 on the CPU, fp16/bf16/fp32 on CUDA); default fp32 on the CPU, fp16 "
-                "on CUDA; auto: the pick `spike-edge bench reconstruct` measured here, else the rule in "
+           help="Network precision (torch: fp32/bf16 on the CPU, fp16/bf16/fp32 on CUDA); default fp32 on the CPU, "
+                "fp16 on CUDA; auto: the pick `spike-edge bench reconstruct` measured here, else the rule in "
                 "docs/precision.md (the log says which and why)."),
     Option("checkpoint", Path, parse_checkpoint, help="Network weights (lrn/stir)."),
     Option("window", int, parse_window, help="Window planes (classical methods; networks are fixed)."),

@@ -52,7 +52,8 @@ def _redsbase(window_planes: int, folder: Path) -> tuple[list[np.ndarray], list[
     return windows, truths, names
 
 
-def truth_windows(window_planes: int, geometry: Geometry, folder: Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+def truth_windows(window_planes: int, geometry: Geometry,
+                  folder: Path | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Packed windows, the ground truth at their key planes, and where they come from (see the module docstring)."""
     if geometry == REDSBASE_GEOMETRY:
         windows, truths, names = _redsbase(window_planes, redsbase_folder() if folder is None else folder)

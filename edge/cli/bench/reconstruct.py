@@ -167,5 +167,5 @@ def bench_reconstruct(method, checkpoint, height, width, iterations, threads, us
     if pick is not None:
         where = (f"stored in {stored}" if stored else
                  "not stored (random weights)" if random_weights else "not stored (--no-save-pick)")
-        click.echo(f"pick for --precision auto: {pick.value} (fastest torch precision losing <= {PICK_TOLERANCE_DB} dB); "
-                   f"{where}")
+        click.echo(f"pick for --precision auto: {pick.value} (fastest torch precision losing <= "
+                   f"{PICK_TOLERANCE_DB} dB); {where}")

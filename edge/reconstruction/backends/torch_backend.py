@@ -179,4 +179,5 @@ def engine_problems(manifest: dict[str, Any]) -> list[str]:
     return []  # TorchScript runs on any machine with torch (fp16 and CUDA are checked by the registry)
 
 
-__all__ = ["CPU_PRECISIONS", "TorchReconstructor", "build", "engine_problems", "library_versions", "load", "write_artifact"]
+__all__ = ["CPU_PRECISIONS", "TorchReconstructor", "build", "engine_problems", "library_versions", "load",
+           "write_artifact"]

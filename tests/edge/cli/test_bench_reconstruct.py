@@ -20,7 +20,8 @@ def test_bench_reconstruct_reports_precisions_and_stores_the_pick(tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["device"] == "cpu" and report["tolerance_db"] == 0.1 and report["quality_source"].startswith("simulated")
+    assert report["device"] == "cpu" and report["tolerance_db"] == 0.1
+    assert report["quality_source"].startswith("simulated")  # REDS_BASE is 250x400
     assert {"avx512_bf16", "amx_bf16", "fast_bf16"} <= set(report["cpu_bf16"])
     rows = {r["backend"]: r for r in report["results"]}
     fp32, bf16 = rows["torch-cpu-fp32"], rows["torch-cpu-bf16"]

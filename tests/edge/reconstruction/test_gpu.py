@@ -1,7 +1,7 @@
 """The CUDA paths, checked against the CPU (run on a machine with a GPU: ``pytest -m gpu tests/test_gpu.py``).
 
 - the torch backend on CUDA in fp32 agrees with eager CPU fp32 within 1e-4 (TF32 off), and in fp16
-  (the CUDA default) reaches a PSNR over 40 dB against it, on REDS_BASE windows (or simulated ones);
+  (the CUDA default) and bf16 reaches a PSNR over 40 dB against it, on REDS_BASE windows (or simulated ones);
 - unpacking on the GPU is bit-exact with ``firmware_io.bitpack.unpack_planes``;
 - the CUDA-graph path returns exactly what the same backend returns without graphs, for several batch
   sizes and with inputs changing between replays (the static input buffer is really refilled);
@@ -60,6 +60,18 @@ def test_cuda_fp16_psnr_over_40db(network):
     assert rec.backend == "torch-cuda-fp16"
     got = np.concatenate([rec.reconstruct(w[None]) for w in windows])
     assert got.dtype == np.float32 and got.shape == expected.shape
+    result = agreement(got, expected)
+    assert result["identical"] or result["min_psnr_db"] > 40.0, result
+
+
+def test_cuda_bf16_psnr_over_40db_with_graphs(network):
+    loaded, windows, expected = network
+    rec = build_backend(copy.deepcopy(loaded), REDS_GEOMETRY, BackendName.TORCH, Device.CUDA,
+                        precision=Precision.BF16)
+    assert rec.backend == "torch-cuda-bf16" and rec.cuda_graphs
+    got = np.concatenate([rec.reconstruct(w[None]) for w in windows])  # capture, then replays
+    again = np.concatenate([rec.reconstruct(w[None]) for w in windows])
+    assert got.dtype == np.float32 and np.array_equal(got, again)
     result = agreement(got, expected)
     assert result["identical"] or result["min_psnr_db"] > 40.0, result
 
