@@ -13,8 +13,8 @@
 - ``fallback_precision``: the rule without a measurement for this machine. CUDA: fp16 (the
   torch backend's default, with CUDA graphs). CPU: bf16 where the CPU has AVX512-BF16 or AMX
   (``edge.reconstruction.cpu_features``) and the project measured the method in bf16 both within the
-  tolerance and faster than fp32 (``BF16_CPU_MEASURED``: LRN; STIR is within 0.01 dB but no faster in
-  eager mode; figures in docs/precision.md); else fp32.
+  tolerance and faster than fp32 (``BF16_CPU_MEASURED``: LRN and STIR, figures in docs/precision.md);
+  else fp32.
 - ``resolve_precision``: what ``auto`` means for a method on a device, and why (a sentence for the log):
   the cached pick, else the rule; never bf16 on a CPU without AVX512-BF16 or AMX, whatever the cache says.
 
@@ -56,7 +56,7 @@ CANDIDATES: dict[Device, tuple[Precision, ...]] = {
     Device.CUDA: (Precision.FP32, Precision.FP16, Precision.BF16),
 }
 #: Methods measured faster in bf16 than in fp32 on an AMX CPU, within ``PICK_TOLERANCE_DB`` (docs/precision.md).
-BF16_CPU_MEASURED: frozenset[Method] = frozenset({Method.LRN})
+BF16_CPU_MEASURED: frozenset[Method] = frozenset({Method.LRN, Method.STIR})
 
 
 @dataclass(frozen=True)

@@ -144,8 +144,8 @@ def test_the_rule_without_a_measurement():
     for method in BF16_CPU_MEASURED:
         chosen, why = fallback_precision(method, Device.CPU, amx)
         assert chosen is BF16 and "AMX" in why and "0.1 dB" in why
-    assert BF16_CPU_MEASURED == {Method.LRN}  # STIR: within 0.01 dB, but no faster in eager mode
-    chosen, why = fallback_precision(Method.STIR, Device.CPU, amx)
+    assert BF16_CPU_MEASURED == {Method.LRN, Method.STIR}
+    chosen, why = fallback_precision(Method.TFP, Device.CPU, amx)  # not a network: never measured in bf16
     assert chosen is FP32 and "not measured both faster" in why
 
 
@@ -160,9 +160,10 @@ def test_resolve_prefers_the_cached_pick(tmp_path):
     cache.put(pick_key(Method.LRN, Device.CPU), FP32)
     chosen, why = resolve_precision(Method.LRN, Device.CPU, cache=cache, cpu=amx)
     assert chosen is FP32 and "measured" in why
-    assert resolve_precision(Method.STIR, Device.CPU, cache=cache, cpu=amx)[0] is FP32  # the rule
-    cache.put(pick_key(Method.STIR, Device.CPU), BF16)  # measured here: the measurement wins
-    assert resolve_precision(Method.STIR, Device.CPU, cache=cache, cpu=amx)[0] is BF16
+    assert resolve_precision(Method.STIR, Device.CPU, cache=cache, cpu=amx)[0] is BF16  # the rule
+    cache.put(pick_key(Method.STIR, Device.CPU), FP32)  # measured here: the measurement wins
+    assert resolve_precision(Method.STIR, Device.CPU, cache=cache, cpu=amx)[0] is FP32
+    cache.put(pick_key(Method.STIR, Device.CPU), BF16)
     chosen, why = resolve_precision(Method.STIR, Device.CPU, cache=cache, cpu=plain)
     assert chosen is FP32 and "neither AVX512-BF16 nor AMX" in why  # never bf16 without its instructions
     assert resolve_precision(Method.STIR, Device.CPU, allowed=(FP32,), cache=cache, cpu=amx) == (
