@@ -2,9 +2,11 @@
 
 Checks, each with a status (``CheckStatus``) and the facts behind it:
 
-- ``cpu``: cores (all, and usable by this process) and model; ``shm``: ``/dev/shm`` size and free
-  space against the default ring; ``clock``: the monotonic clock's resolution (declared, measured);
-  ``ports``: whether the default endpoints (``edge.protocol.endpoints``) can be bound;
+- ``cpu``: cores (all, and usable by this process) and model; ``cpu_bf16``: AVX512-BF16 and AMX
+  (``edge.reconstruction.cpu_features``: what ``--precision bf16`` and ``auto`` on the CPU need);
+  ``shm``: ``/dev/shm`` size and free space against the default ring; ``clock``: the monotonic
+  clock's resolution (declared, measured); ``ports``: whether the default endpoints
+  (``edge.protocol.endpoints``) can be bound;
 - ``compiler``: the C compiler, and ``native``: whether the ring's atomic helper
   (``edge.live.ringsync``) and the spike counter (``firmware_io.kernels``) build and load;
 - ``torch`` and ``cuda`` (device name, compute capability, memory), ``tensorrt`` (TensorRT,
@@ -197,6 +199,16 @@ def check_native() -> Check:
     return Check("native", status, f"{ring}; {counter}", facts)
 
 
+def check_cpu_bf16() -> Check:
+    from edge.reconstruction.cpu_features import detect_bf16_support
+
+    support = detect_bf16_support()
+    status = CheckStatus.OK if support.fast_bf16 else CheckStatus.ABSENT
+    use = ("--precision bf16 runs fast on the CPU" if support.fast_bf16
+           else "CPU networks stay fp32 under --precision auto")
+    return Check("cpu_bf16", status, f"{support.summary()}: {use}", support.as_dict())
+
+
 # -- accelerators --------------------------------------------------------------------------------
 def check_torch() -> tuple[Check, Check]:
     try:
@@ -347,7 +359,7 @@ def check_jetson(root: Path) -> Check:
 
 # -- the command ---------------------------------------------------------------------------------
 def run_checks(root: Path) -> list[Check]:
-    checks = [check_cpu(), check_shm(), check_clock(), check_ports(), check_compiler(), check_native()]
+    checks = [check_cpu(), check_cpu_bf16(), check_shm(), check_clock(), check_ports(), check_compiler(), check_native()]
     checks += [*check_torch(), check_tensorrt(), check_onnxruntime(), check_spikelink(), check_jetson(root)]
     return checks
 

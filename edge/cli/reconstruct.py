@@ -15,6 +15,7 @@ after a gap with the same keys), and a ``--key`` whose window includes a gap is 
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 from edge.cli.common import NPZ_MEMORY_NOTE, layout_option, open_recording_or_fail, recording_options
 from edge.reconstruction.backends import BackendName, BackendUnavailable, Device, make_reconstructor
 from edge.reconstruction.methods import METHOD_NAMES
+from edge.reconstruction.models import PRECISION_SETTINGS, PrecisionSetting
 from edge.reconstruction.windows import check_window_fits, default_key, keys_every, window_range
 from firmware_io.atomic import Terminated, sigterm_as_exception
 from firmware_io.exits import ExitCode, fail
@@ -49,11 +51,15 @@ def _scale(ctx: click.Context, param: click.Parameter, value: str) -> float | No
 @click.option("--engine", type=click.Path(exists=True, file_okay=False), help="Exported engine folder (spike-train export).")
 @click.option("--backend", type=click.Choice([b.value for b in BackendName]), default=BackendName.AUTO.value, show_default=True)
 @click.option("--device", type=click.Choice([d.value for d in Device]), default=Device.CPU.value, show_default=True)
+@click.option("--precision", type=click.Choice(PRECISION_SETTINGS), default=None,
+              help="Network precision (torch: fp32/bf16 on the CPU, fp16/bf16/fp32 on CUDA); default fp32 on the CPU, "
+                   "fp16 on CUDA; auto: the pick `spike-edge bench reconstruct` measured here, else the rule in "
+                   "docs/precision.md.")
 @click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="Windows per backend call.")
 @click.option("--fps", type=float, default=25.0, show_default=True, help="Frame rate of a video output.")
 @click.option("--scale", default=AUTO_SCALE, show_default=True, callback=_scale, metavar="auto|S", help=SCALE_HELP)
 def reconstruct(file, method, window, key, every, out, height, width, with_head, allow_partial, layout, checkpoint,
-                engine, backend, device, batch, fps, scale):
+                engine, backend, device, precision, batch, fps, scale):
     """Reconstruct frames from a recording (file or recording folder) with TFP, TFI, LRN or STIR.
 
     A recording folder (run --record) keeps its stream's plane indices; windows that would include
@@ -62,10 +68,13 @@ def reconstruct(file, method, window, key, every, out, height, width, with_head,
     """
     if key is not None and every is not None:
         fail("give --key or --every, not both")
+    if precision == PrecisionSetting.AUTO.value:
+        auto_log = logging.getLogger("edge.reconstruction.backends")
+        auto_log.setLevel(min(auto_log.getEffectiveLevel(), logging.INFO))  # say which precision auto chose and why
     with open_recording_or_fail(file, height, width, with_head, allow_partial, layout) as rec:
         try:
             recon = make_reconstructor(method, rec.geometry, backend=backend, device=device,
-                                       window_planes=window, checkpoint=checkpoint, engine=engine)
+                                       window_planes=window, checkpoint=checkpoint, engine=engine, precision=precision)
         except BackendUnavailable as exc:
             fail(str(exc), ExitCode.BACKEND_UNAVAILABLE)
         except (FileNotFoundError, ValueError) as exc:  # CheckpointError and EngineMismatch are ValueErrors

@@ -1,7 +1,8 @@
 """The daemon's typed configuration (``DaemonConfig``) and the one parse function of each of its settings.
 
 Fields are enums and typed values: ``method`` (``Method``), ``backend`` (``BackendName``), ``device``
-(``DeviceSetting``: a ``Device`` or ``auto``), ``policy`` (``WorkerPolicy``; None: ``all`` for a
+(``DeviceSetting``: a ``Device`` or ``auto``), ``precision`` (a ``PrecisionSetting`` for the networks; None:
+the backend's default), ``policy`` (``WorkerPolicy``; None: ``all`` for a
 deterministic replay, ``latest`` for live sources), ``dtype`` (a ``PayloadDtype`` the daemon
 publishes), hop, window and ring sizes in planes, the ring's cap in MB, endpoints, CURVE keys
 (``edge.live.security``), the ``latest`` policy's latency budget (ms), the time after which a capture
@@ -42,6 +43,7 @@ from edge.protocol.endpoints import DEFAULT_CONTROL_URL, DEFAULT_PUB_URL, HttpAd
 from edge.protocol.wire import PayloadDtype
 from edge.reconstruction.backends.base import BackendName, Device
 from edge.reconstruction.methods import Method, method_spec
+from edge.reconstruction.models import PrecisionSetting
 
 DEFAULT_METHOD = Method.TFP
 DEFAULT_RING_PLANES = 4000  # 100 ms at 40 kHz; 50 MB at 250x400
@@ -67,6 +69,10 @@ def parse_backend(value: Any) -> BackendName:
 
 def parse_device(value: Any) -> DeviceSetting:
     return to_member(value, "device", DeviceSetting)
+
+
+def parse_precision(value: Any) -> PrecisionSetting:
+    return to_member(value, "precision", PrecisionSetting)
 
 
 def parse_checkpoint(value: Any) -> str:
@@ -192,6 +198,10 @@ OPTIONS: tuple[Option, ...] = (
            show_default=True),
     Option("device", str, parse_device, choices=spellings(DeviceSetting), default=DeviceSetting.AUTO.value,
            show_default=True, help="auto: CUDA for networks when available."),
+    Option("precision", str, parse_precision, choices=spellings(PrecisionSetting),
+           help="Network precision (torch: fp32/bf16 on the CPU, fp16/bf16/fp32 on CUDA); default fp32 on the CPU, "
+                "fp16 on CUDA; auto: the pick `spike-edge bench reconstruct` measured here, else the rule in "
+                "docs/precision.md (the log says which and why)."),
     Option("checkpoint", Path, parse_checkpoint, help="Network weights (lrn/stir)."),
     Option("window", int, parse_window, help="Window planes (classical methods; networks are fixed)."),
     Option("hop", int, parse_hop, default=DEFAULT_HOP_PLANES, show_default=True,
@@ -240,6 +250,7 @@ class DaemonConfig:
     method: Method = DEFAULT_METHOD
     backend: BackendName = BackendName.AUTO
     device: DeviceSetting = DeviceSetting.AUTO
+    precision: PrecisionSetting | None = None  # None: the backend's default
     checkpoint: str | None = None
     window: int | None = None  # None: the method's window
     hop: int = DEFAULT_HOP_PLANES

@@ -8,7 +8,7 @@ An engine directory holds one artifact and ``manifest.json``:
 Manifest fields: ``manifest_version``; ``model`` (lrn|stir) and ``window_planes``; ``format``
 (onnx|torchscript|tensorrt) and ``file`` with its ``file_sha256``; ``weights_sha256`` and
 ``weights_id`` of the checkpoint; ``input`` (name, shape ``[1, C, H, W]``, dtype; LRN takes 50 voxel
-channels, STIR the raw planes) and ``geometry`` (height, width); ``precision`` (fp32|fp16);
+channels, STIR the raw planes) and ``geometry`` (height, width); ``precision`` (fp32|fp16|bf16);
 ``opset`` (ONNX); ``versions`` of the libraries involved; ``gpu`` (name, compute capability) for
 GPU-only formats and fp16 artifacts, else null; ``created_utc``.
 
@@ -86,7 +86,7 @@ def write_engine_dir(out: Path, loaded: LoadedNetwork, fmt: ExportFormat, artifa
             "weights_sha256": loaded.weights_sha256,
             "weights_id": loaded.weights_id,
             "input": {"name": "x", "shape": list(input_shape),
-                      "dtype": "float16" if precision is Precision.FP16 else "float32"},
+                      "dtype": precision.dtype_name},
             "geometry": {"height": geometry.height, "width": geometry.width},
             "precision": precision.value,
             "opset": None,

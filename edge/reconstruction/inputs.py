@@ -12,6 +12,12 @@ A backend receives packed camera-order windows ``uint8 (B, T, plane_bytes)`` and
 The method table (``edge.reconstruction.methods``) names, for each network, which of these it uses.
 This module imports no backend and no network, and torch only inside the torch functions, so the
 host path (ONNX Runtime) runs without torch.
+
+Design: the torch functions take the network's compute dtype and never make a float32 copy on the
+way to it: STIR's planes are unpacked straight into that dtype, LRN's are summed as uint8 (counts
+0..4) and cast once, 50 channels instead of 200 planes (a float32 copy of the 200 planes was 80 MB
+per 250x400 frame). Counts and 0/1 values are exact in fp16 and bf16, so every dtype sees the same
+input values as float32 does, and float32 results are unchanged.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from firmware_io.contract import Geometry
 LRN_PLANES_PER_BIN = 4
 
 
-def voxelise(planes, planes_per_bin: int = LRN_PLANES_PER_BIN):
+def voxelise(planes, planes_per_bin: int = LRN_PLANES_PER_BIN, dtype=None):
     """Sum runs of ``planes_per_bin`` consecutive planes: tensor ``(B, T, H, W)`` -> float ``(B, T // k, H, W)``.
 
-    ``T`` must be a multiple of ``planes_per_bin`` (200 planes -> 50 channels for LRN). Any integer or
-    float dtype is accepted; the result is float32 (or the input's float dtype).
+    ``T`` must be a multiple of ``planes_per_bin`` (200 planes -> 50 channels for LRN). Float planes
+    are summed in their dtype; integer or bool planes (0/1) are summed as uint8 and cast once to
+    ``dtype`` (default float32).
     """
     import torch
 
@@ -37,9 +44,12 @@ def voxelise(planes, planes_per_bin: int = LRN_PLANES_PER_BIN):
     batch, n_planes, height, width = planes.shape
     if planes_per_bin <= 0 or n_planes % planes_per_bin:
         raise ValueError(f"{n_planes} planes do not split into runs of {planes_per_bin}")
-    dtype = planes.dtype if planes.dtype.is_floating_point else torch.float32
     grouped = planes.reshape(batch, n_planes // planes_per_bin, planes_per_bin, height, width)
-    return grouped.sum(dim=2, dtype=dtype)
+    if planes.dtype.is_floating_point:
+        return grouped.sum(dim=2, dtype=dtype or planes.dtype)
+    if planes_per_bin > 255:
+        raise ValueError(f"runs of {planes_per_bin} planes could overflow uint8 counts (at most 255)")
+    return grouped.sum(dim=2, dtype=torch.uint8).to(dtype or torch.float32)
 
 
 def voxels_numpy(windows: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -53,20 +63,22 @@ def planes_numpy(windows: np.ndarray, geometry: Geometry) -> np.ndarray:
     return unpack_planes(windows.reshape(b * t, -1), geometry).reshape(b, t, *geometry.shape).astype(np.float32)
 
 
-def voxels_torch(packed, geometry: Geometry):
-    """Packed windows as a uint8 tensor ``(B, T, plane_bytes)`` -> float32 voxels, on the tensor's device."""
+def voxels_torch(packed, geometry: Geometry, dtype=None):
+    """Packed windows as a uint8 tensor ``(B, T, plane_bytes)`` -> voxels of ``dtype`` (default float32), on the
+    tensor's device."""
     from edge.reconstruction.torch_unpack import unpack_planes_torch
 
-    return voxelise(unpack_planes_torch(packed, geometry), LRN_PLANES_PER_BIN)
+    return voxelise(unpack_planes_torch(packed, geometry), LRN_PLANES_PER_BIN, dtype)
 
 
-def planes_torch(packed, geometry: Geometry):
-    """Packed windows as a uint8 tensor ``(B, T, plane_bytes)`` -> float32 upright planes, on the tensor's device."""
+def planes_torch(packed, geometry: Geometry, dtype=None):
+    """Packed windows as a uint8 tensor ``(B, T, plane_bytes)`` -> upright planes of ``dtype`` (default float32), on
+    the tensor's device."""
     import torch
 
     from edge.reconstruction.torch_unpack import unpack_planes_torch
 
-    return unpack_planes_torch(packed, geometry).to(torch.float32)
+    return unpack_planes_torch(packed, geometry, dtype or torch.float32)
 
 
 __all__ = ["LRN_PLANES_PER_BIN", "planes_numpy", "planes_torch", "voxelise", "voxels_numpy", "voxels_torch"]

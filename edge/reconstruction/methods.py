@@ -38,7 +38,7 @@ class NetworkSpec:
     module: Callable[[], ModuleType]  # imports the network's module (torch), which provides ``build``
     planes_per_channel: int  # planes summed into one input channel: LRN 4 (voxels), STIR 1 (raw planes)
     prepare_numpy: Callable[[np.ndarray, Geometry], np.ndarray]  # packed windows -> input, on the host
-    prepare_torch: Callable[[Any, Geometry], Any]  # packed uint8 tensor -> input, on its device
+    prepare_torch: Callable[..., Any]  # (packed uint8 tensor, geometry, dtype=float32) -> input of dtype, on its device
     weights_file: str  # the packaged default weights, in ``edge.reconstruction.networks.WEIGHTS_DIR``
     onnx_dynamo: bool  # in-memory ONNX export: the dynamo exporter (else the TorchScript-based one)
 

@@ -34,9 +34,11 @@ def unpack_planes_torch(packed: torch.Tensor, geometry: Geometry, dtype: torch.d
     shifts = _shifts(packed.device)
     if width % 8 == 0:
         rows = packed.reshape(*lead, height, width // 8).flip(-2)
-        bits = (rows.unsqueeze(-1) >> shifts) & 1
+        bits = rows.unsqueeze(-1) >> shifts
+        bits &= 1  # in place: one full-size pass fewer
         return bits.reshape(*lead, height, width).to(dtype)
-    bits = (packed.unsqueeze(-1) >> shifts) & 1
+    bits = packed.unsqueeze(-1) >> shifts
+    bits &= 1
     flat = bits.reshape(*lead, geometry.plane_bytes * 8)[..., : geometry.pixels]
     return flat.reshape(*lead, height, width).flip(-2).to(dtype)
 

@@ -8,6 +8,8 @@ the same device and in the same run:
   the two differ only in how the network runs. On CUDA torch's defaults apply (TF32 convolutions).
 - ``torch``: the project's torch backend through the real ``Reconstructor`` interface (on CUDA:
   fp16, channels_last, one CUDA graph per batch size, pinned host buffer).
+- ``torch-bf16``: the same backend in bf16 (``--precision bf16``; on the CPU fast where it has
+  AVX512-BF16 or AMX, see ``environment.cpu_bf16``).
 - ``onnxruntime``: ONNX Runtime (CUDA execution provider on ``--device cuda``, input prepared on the
   GPU and bound with IOBinding), where importable.
 - ``tensorrt``: Torch-TensorRT, where importable on CUDA and the network has weights on disk; an
@@ -140,6 +142,7 @@ def environment(device: Device) -> dict[str, Any]:
     import torch
 
     from edge.reconstruction.backends.tensorrt_backend import tensorrt_version
+    from edge.reconstruction.cpu_features import detect_bf16_support
 
     env: dict[str, Any] = {
         "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -151,6 +154,7 @@ def environment(device: Device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
+        "cpu_bf16": detect_bf16_support().as_dict(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "numpy": np.__version__,
         "torch": torch.__version__,
@@ -219,6 +223,8 @@ def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bo
                else "fp32, channels_last, inference mode")
     attempt("torch", f"the project's torch backend: {project}",
             lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device))
+    attempt("torch-bf16", "the project's torch backend in bf16: channels_last, inference mode (CUDA: graphs)",
+            lambda: build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device, precision="bf16"))
     if BackendName.ONNX in found:
         attempt("onnxruntime", "ONNX Runtime fp32 (network exported in memory; input prepared on the host, "
                 "or on the GPU and bound with IOBinding on CUDA)",

@@ -1,9 +1,17 @@
-"""``spike-edge bench reconstruct``: milliseconds per frame for each network backend, beside eager torch.
+"""``spike-edge bench reconstruct``: milliseconds per frame for each network backend and precision, beside eager torch.
 
 Times every available backend for a network side by side with plain eager torch fp32 in the same
 run, at one geometry, interleaving the backends round by round so that load from other processes
-falls on all of them alike. Without ``--checkpoint`` (and no packaged default) it uses random
-weights and says so.
+falls on all of them alike. The torch backend runs once per candidate precision of the device
+(``edge.reconstruction.backends.precision.CANDIDATES``: fp32 and bf16 on the CPU; fp32, fp16 and
+bf16 on CUDA). Without ``--checkpoint`` (and no packaged default) it uses random weights and says so.
+
+Quality, for every row, on windows with ground truth (``edge.cli.bench.quality``: the REDS_BASE
+clips when present, else the simulator): the PSNR against the torch fp32 output (how far the values
+moved) and the loss in dB against ground truth relative to torch fp32 (what ``--precision auto``
+judges). The torch rows make the pick (``pick_precision``: the fastest within 0.1 dB), marked in
+the table and stored in the precision cache for this CPU or GPU, torch version, method and device
+(``PickCache``; ``--no-save-pick`` leaves it alone; a pick on random weights is never stored).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import time
 
 import click
 
+from edge.cli.bench.quality import fitted_psnr, psnr_against, truth_windows
 from edge.cli.common import geometry_option
 from edge.reconstruction.methods import LEARNED_METHOD_NAMES
 from firmware_io.exits import fail
@@ -44,9 +53,11 @@ def _eager_reference(loaded, geometry):
 @click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--compile", "use_compile", is_flag=True, help="Also time torch.compile (inductor; compiles for minutes).")
+@click.option("--save-pick/--no-save-pick", default=True, show_default=True,
+              help="Store the torch precision pick for --precision auto (in $XDG_CACHE_HOME/spike-edge).")
 @click.option("--json", "as_json", is_flag=True)
-def bench_reconstruct(method, checkpoint, height, width, iterations, threads, use_compile, as_json) -> None:
-    """Milliseconds per frame for each available backend, beside eager torch fp32."""
+def bench_reconstruct(method, checkpoint, height, width, iterations, threads, use_compile, save_pick, as_json) -> None:
+    """Milliseconds per frame and PSNR for each backend and torch precision; stores the precision pick for auto."""
     import copy
     import os
 
@@ -60,6 +71,16 @@ def bench_reconstruct(method, checkpoint, height, width, iterations, threads, us
         available_backends,
         build_backend,
     )
+    from edge.reconstruction.backends.precision import (
+        CANDIDATES,
+        PICK_TOLERANCE_DB,
+        PickCache,
+        PrecisionTrial,
+        pick_key,
+        pick_precision,
+    )
+    from edge.reconstruction.cpu_features import detect_bf16_support
+    from edge.reconstruction.models import Precision
     from edge.reconstruction.models.checkpoints import CheckpointError
     from edge.reconstruction.networks import load_network
 
@@ -70,44 +91,81 @@ def bench_reconstruct(method, checkpoint, height, width, iterations, threads, us
     except (CheckpointError, FileNotFoundError) as exc:
         fail(str(exc))
     device = Device.CUDA if torch.cuda.is_available() else Device.CPU
-    candidates = [("eager", _eager_reference(copy.deepcopy(loaded), geometry))]
-    for name in available_backends(device):
-        if name is BackendName.TENSORRT:
-            continue  # needs an engine directory
+    candidates = [("eager", None, _eager_reference(copy.deepcopy(loaded), geometry))]
+    for precision in CANDIDATES[device]:
         try:
-            candidates.append((name.value, build_backend(copy.deepcopy(loaded), geometry, name, device)))
+            candidates.append((f"torch-{precision.value}", precision,
+                               build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device,
+                                             precision=precision)))
+        except (BackendUnavailable, ValueError) as exc:
+            click.echo(f"skipping torch {precision.value}: {exc}", err=True)
+    for name in available_backends(device):
+        if name in (BackendName.TENSORRT, BackendName.TORCH):
+            continue  # TensorRT needs an engine directory; torch is above, once per precision
+        try:
+            candidates.append((name.value, None, build_backend(copy.deepcopy(loaded), geometry, name, device)))
         except BackendUnavailable as exc:
             click.echo(f"skipping {name.value}: {exc}", err=True)
     if use_compile:
-        candidates.append(("compile", build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device, compile=True)))
+        candidates.append(("compile", None, build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device,
+                                                          compile=True)))
     rng = np.random.default_rng(0)
     windows = rng.integers(0, 256, (1, loaded.window_planes, geometry.plane_bytes), dtype=np.uint8)
-    times: dict[str, list[float]] = {label: [] for label, _ in candidates}
-    outputs = {}
-    for label, rec in candidates:  # warm-up (and compilation)
-        outputs[label] = rec.reconstruct(windows)
+    truth_in, truth, truth_source = truth_windows(loaded.window_planes, geometry)
+    times: dict[str, list[float]] = {label: [] for label, _, _ in candidates}
+    images = {}
+    for label, _, rec in candidates:  # warm-up (and compilation), then the images quality is judged on
+        rec.reconstruct(windows)
+        images[label] = np.concatenate([rec.reconstruct(w[None]) for w in truth_in])
     for _ in range(iterations):
-        for label, rec in candidates:
+        for label, _, rec in candidates:
             t0 = time.perf_counter()
             rec.reconstruct(windows)
             times[label].append((time.perf_counter() - t0) * 1e3)
     eager_ms = float(np.median(times["eager"]))
-    rows = []
-    for label, rec in candidates:
+    reference = images.get(f"torch-{Precision.FP32.value}", images["eager"])
+    reference_psnr = float(np.mean([fitted_psnr(i, t) for i, t in zip(reference, truth)]))
+    rows, trials = [], []
+    for label, precision, rec in candidates:
         ms = float(np.median(times[label]))
-        rows.append({"backend": rec.backend, "ms_per_frame": round(ms, 1), "min_ms": round(min(times[label]), 1),
+        psnr_gt = float(np.mean([fitted_psnr(i, t) for i, t in zip(images[label], truth)]))
+        vs_fp32 = psnr_against(images[label], reference)
+        loss_db = round(reference_psnr - psnr_gt, 3) + 0.0  # + 0.0: no -0.0
+        rows.append({"backend": rec.backend, "precision": precision.value if precision else None,
+                     "ms_per_frame": round(ms, 1), "min_ms": round(min(times[label]), 1),
                      "speedup_vs_eager": round(eager_ms / ms, 2),
-                     "max_abs_diff_vs_eager": float(np.abs(outputs[label] - outputs["eager"]).max())})
+                     "psnr_vs_fp32_db": None if not np.isfinite(vs_fp32) else round(vs_fp32, 2),
+                     "psnr_gt_db": round(psnr_gt, 3), "loss_db": loss_db, "pick": False})
+        if precision is not None:
+            trials.append(PrecisionTrial(precision, ms, loss_db))
+    random_weights = loaded.weights_path is None
+    pick = pick_precision(trials) if any(t.precision is Precision.FP32 for t in trials) else None
+    stored = None
+    for row in rows:
+        row["pick"] = pick is not None and row["precision"] == pick.value
+    if pick is not None and save_pick and not random_weights:
+        cache = PickCache()
+        cache.put(pick_key(loaded.method, device), pick, trials)
+        stored = str(cache.path)
     report = {"method": method, "geometry": str(geometry), "device": device.value, "threads": threads,
-              "iterations": iterations, "weights": loaded.weights_id,
-              "random_weights": loaded.weights_path is None,
-              "load_average": list(os.getloadavg()), "results": rows}
+              "iterations": iterations, "weights": loaded.weights_id, "random_weights": random_weights,
+              "load_average": list(os.getloadavg()), "cpu_bf16": detect_bf16_support().as_dict(),
+              "quality_source": truth_source, "tolerance_db": PICK_TOLERANCE_DB,
+              "pick": pick.value if pick else None, "pick_stored": stored, "results": rows}
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    note = " (RANDOM weights: no checkpoint given and none packaged)" if report["random_weights"] else ""
+    note = " (RANDOM weights: no checkpoint given and none packaged)" if random_weights else ""
     click.echo(f"{method} at {geometry}, {device.value}, {threads} threads, median of {iterations}{note}; "
-               f"load average {report['load_average'][0]:.2f}")
+               f"load average {report['load_average'][0]:.2f}; CPU bf16: {detect_bf16_support().summary()}")
+    click.echo(f"quality on {truth_source}: PSNR vs torch fp32 output, and dB lost against ground truth")
     for r in rows:
+        vs = "identical" if r["psnr_vs_fp32_db"] is None else f"{r['psnr_vs_fp32_db']:.1f} dB"
         click.echo(f"  {r['backend']:38} {r['ms_per_frame']:9.1f} ms/frame  x{r['speedup_vs_eager']:.2f}  "
-                   f"(min {r['min_ms']:.1f}, max|diff| {r['max_abs_diff_vs_eager']:.1e})")
+                   f"(min {r['min_ms']:.1f})  vs fp32 {vs:>9}  loss {r['loss_db']:+.3f} dB"
+                   + ("  <- pick" if r["pick"] else ""))
+    if pick is not None:
+        where = (f"stored in {stored}" if stored else
+                 "not stored (random weights)" if random_weights else "not stored (--no-save-pick)")
+        click.echo(f"pick for --precision auto: {pick.value} (fastest torch precision losing <= "
+                   f"{PICK_TOLERANCE_DB} dB); {where}")

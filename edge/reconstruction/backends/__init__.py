@@ -19,7 +19,9 @@ from edge.reconstruction.backends.registry import (
     export_engine,
     load_engine_dir,
 )
+from edge.reconstruction.engines import read_manifest
 from edge.reconstruction.methods import Method, method_spec
+from edge.reconstruction.models import Precision, PrecisionSetting
 from edge.reconstruction.networks import load_network
 from firmware_io.contract import Geometry
 
@@ -36,9 +38,11 @@ def make_reconstructor(
     window_planes: int | None = None,  # classical: the window; networks: must match the weights if given
     checkpoint: str | Path | None = None,
     engine: str | Path | None = None,
+    precision: str | Precision | PrecisionSetting | None = None,  # networks from weights; None: the backend's default
 ) -> Reconstructor:
     """A reconstructor for ``method``: classical on numpy; a network from ``engine`` (a directory written by
-    ``spike-train export``) or from ``checkpoint`` / the packaged default weights on ``backend``."""
+    ``spike-train export``, in the precision it was written in) or from ``checkpoint`` / the packaged default
+    weights on ``backend`` in ``precision`` (``auto``: ``edge.reconstruction.backends.precision``)."""
     spec = method_spec(method)
     backend = BackendName(backend)
     if not spec.learned:
@@ -47,9 +51,14 @@ def make_reconstructor(
     if engine is not None:
         if checkpoint is not None:
             raise ValueError("give --checkpoint or --engine, not both (an engine directory carries its own weights)")
+        asked = None if precision is None else PrecisionSetting(precision)
+        written = read_manifest(engine)["precision"]
+        if asked not in (None, PrecisionSetting.AUTO, PrecisionSetting(written)):
+            raise ValueError(f"the engine directory {engine} is {written}, not {asked.value}: an engine runs in the "
+                             "precision it was exported in (drop --precision, or export another)")
         recon = load_engine_dir(engine, geometry, model=spec.method, backend=backend, device=device)
     else:
-        recon = build_backend(load_network(spec.method, checkpoint), geometry, backend, device)
+        recon = build_backend(load_network(spec.method, checkpoint), geometry, backend, device, precision=precision)
     if window_planes is not None and window_planes != recon.window_planes:
         raise ValueError(f"these {spec.method.value} weights take a fixed {recon.window_planes}-plane window, "
                          f"not {window_planes}")

@@ -169,7 +169,9 @@ def build(loaded, geometry: Geometry, device: Device, *, precision: Precision | 
     import torch
 
     if precision not in (None, Precision.FP32):
-        raise ValueError("in-memory ONNX export is fp32; export an fp16 engine with spike-train export")
+        raise ValueError(f"ONNX Runtime runs weights in fp32 (in-memory export), not {precision.value}; export an fp16 "
+                         "engine with spike-train export, or run bf16 on the torch backend (ONNX Runtime has no bf16 "
+                         "convolutions)")
     if compile:
         raise ValueError("torch.compile applies to the torch backend, not to ONNX Runtime")
     check_provider(device)  # before the export: a machine without the CUDA provider fails in milliseconds
@@ -194,7 +196,7 @@ def write_artifact(net, input_shape: tuple[int, ...], precision: Precision, path
 
     if opset < ONNX_MIN_OPSET:
         raise ValueError(f"ONNX export needs opset >= {ONNX_MIN_OPSET} (GridSample), got {opset}")
-    dtype = torch.float16 if precision is Precision.FP16 else torch.float32
+    dtype = precision.torch_dtype  # fp32 or fp16: export_engine refuses the precisions this format has not
     export_onnx(net.to(dtype), torch.zeros(input_shape, dtype=dtype), path, opset=opset, dynamo=True)
     return {"opset": opset}
 

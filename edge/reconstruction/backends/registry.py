@@ -17,6 +17,10 @@ ONNX Runtime for LRN (222 ms per 250x400 frame against 277 ms for torch channels
 eager, idle 2-core machine) and torch channels_last for STIR (756 ms, against 846 ms ONNX Runtime and
 1,157 ms eager); the other one when the first is not installed.
 
+A precision asked for (``build_backend(precision=...)``) narrows ``auto`` to the entries that run it
+from weights (``weight_precisions``: fp16 and bf16 are the torch backend's); ``precision="auto"`` is
+resolved by ``edge.reconstruction.backends.precision`` (for ``auto`` backends first, then the entry).
+
 - ``build_classical`` / ``build_backend``: a reconstructor for a classical method / loaded weights.
 - ``load_engine_dir``: a reconstructor for an engine directory, after checking its manifest
   (``edge.reconstruction.engines``) against the request and against what the format's entry and
@@ -27,17 +31,21 @@ eager, idle 2-core machine) and torch channels_last for STIR (756 ms, against 84
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
 from edge.reconstruction.backends.base import BackendName, BackendUnavailable, Device, Reconstructor
+from edge.reconstruction.backends.precision import resolve_precision
 from edge.reconstruction.engines import EngineMismatch, check_manifest, read_manifest, write_engine_dir
 from edge.reconstruction.methods import Method, learned_spec
-from edge.reconstruction.models import ONNX_OPSET, ExportFormat, Precision
+from edge.reconstruction.models import ONNX_OPSET, ExportFormat, Precision, PrecisionSetting
 from edge.reconstruction.networks import LoadedNetwork, load_network
 from firmware_io.contract import Geometry
+
+log = logging.getLogger(__name__)
 
 
 def _names(items) -> str:
@@ -56,6 +64,8 @@ class BackendEntry:
     artifact: ExportFormat | None = None  # the engine-directory format it writes and loads
     artifact_file: str | None = None  # that artifact's file name in the directory
     fp16_devices: tuple[Device, ...] = ()  # where its fp16 artifacts run
+    bf16_devices: tuple[Device, ...] = ()  # where its bf16 artifacts run (none: it writes no bf16 artifact)
+    weight_precisions: tuple[Precision, ...] = (Precision.FP32,)  # what it runs when built from weights
     needs_engine: bool = False  # runs prebuilt engine directories only, never weights
     auto_first_for: frozenset[tuple[Method, Device]] = frozenset()  # measured fastest there: auto's first choice
 
@@ -71,6 +81,11 @@ class BackendEntry:
         if device not in self.devices:
             return f"the {self.name.value} backend runs on {_names(self.devices)}, not {device.value}"
         return None
+
+    def artifact_precisions(self) -> tuple[Precision, ...]:
+        """The precisions of the artifacts it writes: fp32, and fp16 / bf16 where some device runs them."""
+        return tuple(p for p, devices in ((Precision.FP32, self.devices), (Precision.FP16, self.fp16_devices),
+                                          (Precision.BF16, self.bf16_devices)) if devices)
 
     def require(self, device: Device) -> None:
         reason = self.missing(device)
@@ -105,10 +120,11 @@ def _tensorrt() -> ModuleType:
 BACKENDS: tuple[BackendEntry, ...] = (
     BackendEntry(BackendName.NUMPY, "TFP and TFI with numpy on the host (whatever --device says)", learned=False,
                  requires=(), extra=None, devices=(Device.CPU,), implementation=_numpy),
-    BackendEntry(BackendName.TORCH, "the networks on torch: CPU fp32 channels_last, CUDA fp16 with CUDA graphs",
-                 learned=True, requires=("torch",), extra="spike-edge[torch]", devices=(Device.CPU, Device.CUDA),
-                 implementation=_torch, artifact=ExportFormat.TORCHSCRIPT, artifact_file="model.ts",
-                 fp16_devices=(Device.CUDA,)),
+    BackendEntry(BackendName.TORCH, "the networks on torch: CPU fp32/bf16 channels_last, CUDA fp16/bf16 with CUDA "
+                 "graphs", learned=True, requires=("torch",), extra="spike-edge[torch]",
+                 devices=(Device.CPU, Device.CUDA), implementation=_torch, artifact=ExportFormat.TORCHSCRIPT,
+                 artifact_file="model.ts", fp16_devices=(Device.CUDA,), bf16_devices=(Device.CPU,),
+                 weight_precisions=tuple(Precision)),
     BackendEntry(BackendName.ONNX, "the networks on ONNX Runtime (its CUDA provider with --device cuda)",
                  learned=True, requires=("onnxruntime", "onnx"), extra="spike-edge[onnx]",
                  devices=(Device.CPU, Device.CUDA), implementation=_onnx, artifact=ExportFormat.ONNX,
@@ -148,9 +164,12 @@ def available_backends(device: str | Device, entries: tuple[BackendEntry, ...] =
     return [e.name for e in entries if e.learned and e.missing(Device(device)) is None]
 
 
-def auto_entry(method: Method, device: Device, entries: tuple[BackendEntry, ...] = BACKENDS) -> BackendEntry:
-    """The backend ``auto`` runs ``method`` on, on ``device``: see the module docstring."""
-    candidates = [e for e in entries if e.learned and not e.needs_engine]
+def auto_entry(method: Method, device: Device, entries: tuple[BackendEntry, ...] = BACKENDS, *,
+               precision: Precision | None = None) -> BackendEntry:
+    """The backend ``auto`` runs ``method`` on, on ``device`` (in ``precision``, when given): see the module
+    docstring."""
+    candidates = [e for e in entries if e.learned and not e.needs_engine
+                  and (precision is None or precision in e.weight_precisions)]
     usable = [e for e in candidates if e.missing(device) is None]
     if not usable:
         raise BackendUnavailable("no network backend is installed: pip install "
@@ -170,13 +189,19 @@ def build_classical(method: Method, geometry: Geometry, window_planes: int,
 
 
 def build_backend(loaded: LoadedNetwork, geometry: Geometry, backend: str | BackendName = BackendName.AUTO,
-                  device: str | Device = Device.CPU, *, precision: str | Precision | None = None,
+                  device: str | Device = Device.CPU, *, precision: str | Precision | PrecisionSetting | None = None,
                   compile: bool = False) -> Reconstructor:
-    """A reconstructor running ``loaded`` on ``backend`` (``auto``: see the module docstring)."""
+    """A reconstructor running ``loaded`` on ``backend`` in ``precision`` (None: the backend's default; ``auto``:
+    see the module docstring)."""
     backend, device = BackendName(backend), Device(device)
-    precision = None if precision is None else Precision(precision)
     check_device(device)
-    entry = auto_entry(loaded.method, device) if backend is BackendName.AUTO else backend_entry(backend)
+    if precision is not None and PrecisionSetting(precision) is PrecisionSetting.AUTO:
+        allowed = tuple(Precision) if backend is BackendName.AUTO else backend_entry(backend).weight_precisions
+        precision, why = resolve_precision(loaded.method, device, allowed=allowed)
+        log.info("precision auto for %s on %s: %s (%s)", loaded.method.value, device.value, precision.value, why)
+    precision = None if precision is None else Precision(PrecisionSetting(precision).value)
+    entry = (auto_entry(loaded.method, device, precision=precision) if backend is BackendName.AUTO
+             else backend_entry(backend))
     if not entry.learned:
         raise BackendUnavailable(f"the networks do not run on the {entry.name.value} backend")
     if entry.needs_engine:
@@ -200,8 +225,9 @@ def load_engine_dir(directory: str | Path, geometry: Geometry, *, model: str | M
     problems = check_manifest(manifest, geometry, method=method, directory=directory)
     if device not in entry.devices:
         problems.append(f"device: {fmt.value} engines run on {_names(entry.devices)}, requested {device.value}")
-    if precision is Precision.FP16 and device not in entry.fp16_devices:
-        problems.append(f"precision: fp16 {fmt.value} artifacts run on {_names(entry.fp16_devices)}, "
+    half = {Precision.FP16: entry.fp16_devices, Precision.BF16: entry.bf16_devices}.get(precision)
+    if half is not None and device not in half:
+        problems.append(f"precision: {precision.value} {fmt.value} artifacts run on {_names(half) or 'no device'}, "
                         f"requested device {device.value}")
     if not entry.missing_modules():
         problems += entry.implementation().engine_problems(manifest)
@@ -221,6 +247,9 @@ def export_engine(model: str | Method, checkpoint: str | Path | None, fmt: str |
     """Build the artifact for ``model`` at ``geometry`` with ``fmt``'s backend and write an engine directory at
     ``out`` (``opset`` applies to ONNX)."""
     spec, entry, precision = learned_spec(model), format_entry(fmt), Precision(precision)
+    if precision not in entry.artifact_precisions():
+        raise ValueError(f"{entry.artifact.value} artifacts are {_names(entry.artifact_precisions())}, not "
+                         f"{precision.value}")
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose a new --out directory")

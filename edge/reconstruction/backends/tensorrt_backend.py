@@ -55,7 +55,7 @@ def write_artifact(module, input_shape: tuple[int, ...], precision: Precision, p
     torch_tensorrt = import_torch_tensorrt()
     import torch
 
-    dtype = torch.float16 if precision is Precision.FP16 else torch.float32
+    dtype = precision.torch_dtype  # fp32 or fp16: export_engine refuses the precisions this format has not
     module = module.eval().cuda().to(dtype)
     inputs = [torch.zeros(input_shape, dtype=dtype, device="cuda")]
     try:

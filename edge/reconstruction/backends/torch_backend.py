@@ -1,4 +1,4 @@
-"""LRN / STIR on torch: CPU fp32 (channels_last, inference mode) and CUDA fp16 (channels_last, CUDA graphs).
+"""LRN / STIR on torch: CPU fp32 / bf16 (channels_last, inference mode), CUDA fp16 / bf16 (channels_last, CUDA graphs).
 
 ``TorchReconstructor.reconstruct(packed uint8 (B, T, plane_bytes)) -> float32 (B, H, W)``: the packed
 bytes go to the device as they are (8x less traffic than unpacked planes), are prepared there as the
@@ -11,15 +11,19 @@ device-to-host copy. ``warm_up(batch_sizes)`` captures them ahead (the daemon: e
 can use, at start), all in one memory pool, with ``cudnn.benchmark`` on before the first capture.
 ``reconstruct_device`` takes windows that are already on the GPU (the live worker uploads each span
 of ring planes once and cuts the overlapping windows there): a device-to-device copy into the static
-input, then the same replay. Network input is cast to fp16 after unpacking and voxelising (counts 0..4 are
-exact in fp16); STIR's warps run in fp32 (see ``edge.reconstruction.models.stir``). The output is returned as
-float32.
+input, then the same replay. Network input is unpacked and voxelised straight into the compute dtype
+(``Precision.torch_dtype``; counts 0..4 are exact in fp16 and bf16); STIR's warps run in fp32 (see
+``edge.reconstruction.models.stir``). The output is returned as float32.
+
+bf16 runs on the CPU too: oneDNN has bf16 convolutions that use AVX512-BF16 and AMX where the CPU
+has them (``edge.reconstruction.cpu_features``), and still runs, slowly, where it has not. fp16 on
+the CPU is refused (no fast fp16 convolutions on CPUs).
 
 Design: ``torch.compile`` (inductor with weight freezing) is a further ~1.4-2x on the CPU for STIR
 but compiles for one to two minutes on two cores, so it is opt-in (``compile=True``, used by
 ``spike-edge bench reconstruct --compile``) rather than a start-up cost for every user.
 
-Its artifact is TorchScript (``model.ts``): traced on the CPU in fp32, on a GPU in fp16.
+Its artifact is TorchScript (``model.ts``): traced on the CPU in fp32 and bf16, on a GPU in fp16.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from edge.reconstruction.backends.base import BackendUnavailable, Device, check_
 from edge.reconstruction.methods import Method, learned_spec
 from edge.reconstruction.models import Precision
 from firmware_io.contract import Geometry
+
+CPU_PRECISIONS = (Precision.FP32, Precision.BF16)  # what the CPU runs; CUDA runs every ``Precision``
 
 
 @dataclass
@@ -66,9 +72,10 @@ class TorchReconstructor:
     def __post_init__(self) -> None:
         self._prepare = learned_spec(self.method).network.prepare_torch
         self._torch_device = torch.device("cuda" if self.device is Device.CUDA else "cpu")
-        if self.device is Device.CPU and self.precision is not Precision.FP32:
-            raise ValueError("the torch CPU backend runs fp32 only (fp16 convolutions are slow on CPUs)")
-        self._dtype = torch.float16 if self.precision is Precision.FP16 else torch.float32
+        if self.device is Device.CPU and self.precision not in CPU_PRECISIONS:
+            raise ValueError(f"the torch CPU backend runs {', '.join(p.value for p in CPU_PRECISIONS)}, not "
+                             f"{self.precision.value} (fp16 convolutions are slow on CPUs)")
+        self._dtype = self.precision.torch_dtype
         if self.convert_module:
             self.module = self.module.eval().to(self._torch_device, dtype=self._dtype)
             if self.channels_last:
@@ -79,7 +86,7 @@ class TorchReconstructor:
     # -- the computation ---------------------------------------------------------------------
 
     def _forward(self, packed: torch.Tensor) -> torch.Tensor:
-        x = self._prepare(packed, self.geometry).to(self._dtype)
+        x = self._prepare(packed, self.geometry, self._dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.module(x)[:, 0].float()
@@ -193,11 +200,12 @@ def load(artifact: Path, method: Method, geometry: Geometry, window_planes: int,
 
 
 def write_artifact(net, input_shape: tuple[int, ...], precision: Precision, path: Path, *, opset: int) -> dict[str, Any]:
-    """Trace ``net`` to TorchScript (fp16 on the GPU); ``opset`` is ONNX's and does not apply."""
+    """Trace ``net`` to TorchScript (fp16 on the GPU, fp32 and bf16 on the CPU); ``opset`` is ONNX's and does not
+    apply."""
     if precision is Precision.FP16 and not torch.cuda.is_available():
         raise ValueError("an fp16 TorchScript artifact is traced on a GPU; none is present")
     device = "cuda" if precision is Precision.FP16 else "cpu"
-    dtype = torch.float16 if precision is Precision.FP16 else torch.float32
+    dtype = precision.torch_dtype
     net = net.to(device, dtype)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still the portable format
@@ -214,4 +222,5 @@ def engine_problems(manifest: dict[str, Any]) -> list[str]:
     return []  # TorchScript runs on any machine with torch (fp16 and CUDA are checked by the registry)
 
 
-__all__ = ["TorchReconstructor", "build", "engine_problems", "library_versions", "load", "write_artifact"]
+__all__ = ["CPU_PRECISIONS", "TorchReconstructor", "build", "engine_problems", "library_versions", "load",
+           "write_artifact"]

@@ -28,7 +28,10 @@ image (the published evaluation does not clamp; the published training clamps ea
 [0, 1] before the loss, see ``STIR.forward_levels``).
 
 Design: the warp casts features and sampling grid to float32 whatever the network's precision:
-in fp16 the normalised grid coordinates of a 1280-wide image would be off by a third of a pixel.
+in fp16 the normalised grid coordinates of a 1280-wide image would be off by a third of a pixel, in
+bf16 (8 significant bits) by several pixels. The nested TFP means are taken in float32 too (one cast of the
+sub-streams): half-precision means upcast each trimmed window on their own, which on a CPU cost more
+than the convolutions they feed.
 The Restormer layer norm is written over the channel axis of the NCHW tensor (no transposes), which
 keeps channels_last memory layouts intact and exports to plain ONNX ops.
 
@@ -82,7 +85,10 @@ def tfp_trims(substream_planes: int) -> list[int]:
 
 
 def nested_tfp(planes: torch.Tensor) -> torch.Tensor:
-    """``(B, n, H, W)`` -> ``(B, len(tfp_trims(n)), H, W)``: means over windows trimmed symmetrically."""
+    """``(B, n, H, W)`` -> ``(B, len(tfp_trims(n)), H, W)``: means over windows trimmed symmetrically, taken in
+    float32 whatever the planes' dtype (then cast back to it)."""
+    if planes.dtype != torch.float32:  # one cast of the planes, not one per mean (half-precision means upcast)
+        return nested_tfp(planes.float()).to(planes.dtype)
     n = planes.shape[1]
     channels = [planes[:, t : n - t].mean(dim=1, keepdim=True) for t in tfp_trims(n)]
     return torch.cat(channels, dim=1)

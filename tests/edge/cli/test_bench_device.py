@@ -31,7 +31,8 @@ def test_bench_device_cpu_writes_json_and_markdown(tmp_path):
     assert lrn["geometry"] == {"height": 32, "width": 48} and not lrn["target_geometry"]
     assert lrn["window_planes"] == 200 and lrn["agreement_source"]
     keys = [c["key"] for c in lrn["candidates"]]
-    assert keys[:2] == ["eager-fp32", "torch"]
+    assert keys[:3] == ["eager-fp32", "torch", "torch-bf16"]
+    assert set(env["cpu_bf16"]) >= {"avx512_bf16", "amx_bf16", "amx_tile", "fast_bf16", "torch_capability"}
     assert any(s["key"] == "tensorrt" for s in lrn["skipped"])
     for cand in lrn["candidates"]:
         assert "error" not in cand, cand
@@ -40,8 +41,11 @@ def test_bench_device_cpu_writes_json_and_markdown(tmp_path):
         assert [e["batch"] for e in cand["throughput"]] == [1, 2]
         assert all(e["frames_per_s"] > 0 for e in cand["throughput"])
         agr = cand["agreement_vs_fp32"]
-        assert agr["finite"] and 0 <= agr["max_rel_error"] < 1e-4  # every CPU candidate is fp32
-        assert agr["within_tolerance"] and cand["target"]["output_pass"]
+        assert agr["finite"] and agr["within_tolerance"] and cand["target"]["output_pass"]
+        if cand["key"] == "torch-bf16":
+            assert agr["psnr_db"] > 35  # bf16 rounds, but stays close to fp32
+        else:
+            assert 0 <= agr["max_rel_error"] < 1e-4  # every other CPU candidate is fp32
         assert cand["target"]["verdict"] in ("PASS", "FAIL")
     for key in ("eager-fp32", "torch"):  # torch modules: the per-stage split at batch 1 and the largest batch
         stages = next(c for c in lrn["candidates"] if c["key"] == key)["stages_ms"]

@@ -19,7 +19,7 @@ from edge.cli.doctor import CheckStatus, cpu_model, l4t_release
 from edge.protocol.endpoints import DEFAULT_PUB_URL
 from firmware_io.exits import ExitCode
 
-CHECK_KEYS = {"cpu", "shm", "clock", "ports", "compiler", "native", "torch", "cuda", "tensorrt", "onnxruntime",
+CHECK_KEYS = {"cpu", "cpu_bf16", "shm", "clock", "ports", "compiler", "native", "torch", "cuda", "tensorrt", "onnxruntime",
               "spikelink", "jetson"}
 ORIN_RELEASE = "# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic, EABI: aarch64, DATE: Fri Jul 19 23:24:25 UTC 2024\n"
 

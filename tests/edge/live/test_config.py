@@ -21,6 +21,7 @@ from edge.live.config import (
     parse_hop,
     parse_method,
     parse_policy,
+    parse_precision,
     parse_ring_planes,
     parse_wait_subscribers,
     parse_window,
@@ -43,6 +44,7 @@ from edge.protocol.client import request as control_request
 from edge.protocol.wire import PAYLOAD_DTYPES, PayloadDtype
 from edge.reconstruction.backends.base import BackendName, Device
 from edge.reconstruction.methods import Method
+from edge.reconstruction.models import PrecisionSetting
 from firmware_io.scenes import SceneName
 from firmware_io.layouts import Layout
 from firmware_io.spikelink import InitParamsLayout, LinkType, SensorMode
@@ -55,6 +57,7 @@ from firmware_io.spikelink import InitParamsLayout, LinkType, SensorMode
     (parse_method, "lrn", Method.LRN), (parse_method, Method.TFI, Method.TFI),
     (parse_backend, "onnx", BackendName.ONNX), (parse_device, "auto", DeviceSetting.AUTO),
     (parse_device, "cuda", DeviceSetting.CUDA), (parse_policy, "latest", WorkerPolicy.LATEST),
+    (parse_precision, "bf16", PrecisionSetting.BF16), (parse_precision, "auto", PrecisionSetting.AUTO),
     (parse_dtype, "float16", PayloadDtype.FLOAT16), (parse_endpoint, "tcp://127.0.0.1:1", "tcp://127.0.0.1:1"),
     (parse_rate_hz, "2000", 2000.0), (parse_rate_hz, 40_000, 40_000.0), (parse_speed, 0.5, 0.5),
     (parse_height, "64", 64), (parse_block_planes, 1, 1), (parse_planes, 0, 0),
@@ -73,6 +76,7 @@ def test_parse_converts_good_values(parse, value, expected):
     (parse_hop, 0), (parse_hop, -3), (parse_hop, "fast"), (parse_hop, True), (parse_hop, 2.5), (parse_hop, None),
     (parse_window, 0), (parse_window, "wide"), (parse_ring_planes, 1), (parse_wait_subscribers, -1),
     (parse_method, "nope"), (parse_backend, "cuda"), (parse_device, "tpu"), (parse_policy, "sometimes"),
+    (parse_precision, "bfloat16"),
     (parse_dtype, "uint8"), (parse_dtype, "float64"), (parse_endpoint, ""), (parse_endpoint, 5555),
     (parse_rate_hz, 0), (parse_rate_hz, "-1"), (parse_rate_hz, math.nan), (parse_rate_hz, "inf"),
     (parse_speed, 0.0), (parse_height, 0), (parse_block_planes, "0"), (parse_planes, -1),
@@ -108,6 +112,7 @@ def test_from_options_builds_a_typed_config_with_the_defaults():
     assert config.hop == 80 and config.policy is WorkerPolicy.LATEST and config.effective_policy is WorkerPolicy.LATEST
     assert config.method is Method.TFP and config.backend is BackendName.AUTO and config.device is DeviceSetting.AUTO
     assert config.dtype is PayloadDtype.FLOAT32 and config.ring_planes == DEFAULT_RING_PLANES and config.window is None
+    assert config.precision is None  # the backend's default (fp32 on the CPU, fp16 on CUDA)
     assert {o.name for o in OPTIONS} <= {f for f in DaemonConfig.__dataclass_fields__}
     # policy None: all for a deterministic replay (lossless end to end), latest for a live source
     replay = DaemonConfig.from_options({"replay": "x.dat"})

@@ -157,24 +157,28 @@ def test_deterministic_replay_equals_offline(replay_clip, start_daemon, tmp_path
 SPIKE_HOST = shutil.which("spike-host") or str(Path(PY).parent / "spike-host")
 
 
-def test_lrn_replay_equals_offline_lrn(start_daemon, tmp_path):
-    """The network path end to end: the daemon's LRN frames equal ``spike-edge reconstruct --method lrn``."""
+@pytest.mark.parametrize("precision", [[], ["--precision", "bf16"]], ids=["default", "bf16"])
+def test_lrn_replay_equals_offline_lrn(start_daemon, tmp_path, precision):
+    """The network path end to end: the daemon's LRN frames equal ``spike-edge reconstruct --method lrn``
+    (in the same precision)."""
     pytest.importorskip("torch")
     geometry = Geometry(32, 48)
     path = write_clip(tmp_path / "clip.dat", geometry, 500, seed=4)
     d = start_daemon(["--replay", str(path), "--height", "32", "--width", "48", "--method", "lrn", "--backend",
-                      "torch", "--hop", "50", "--wait-subscribers", "1"])
+                      "torch", "--hop", "50", "--wait-subscribers", "1", *precision])
     out = tmp_path / "rec.npz"
     r = subprocess.run([SPIKE_HOST, "record", d.pub, "--out", str(out), "--timeout-s", "60"],
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode() + d.text()
     offline = tmp_path / "offline.npy"
     r = subprocess.run([*EDGE, "reconstruct", str(path), "--height", "32", "--width", "48", "--method", "lrn",
-                        "--backend", "torch", "--every", "50", "--out", str(offline)], capture_output=True, timeout=120)
+                        "--backend", "torch", "--every", "50", "--out", str(offline), *precision],
+                       capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
     with np.load(out) as z:
         assert list(z["key_plane"]) == keys_every(500, 200, 50)
         assert set(z["method"]) == {"lrn"}
+        assert set(z["backend"]) == {"torch-cpu-bf16" if precision else "torch-cpu-fp32"}
         np.testing.assert_allclose(z["frames"], np.load(offline), atol=1e-5)
     assert d.wait(10) == 0
 

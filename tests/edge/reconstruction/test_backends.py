@@ -179,3 +179,89 @@ def test_cuda_torch_backend_matches_cpu(model, random_lrn, random_stir):
 
     got = unpack_planes_torch(torch.from_numpy(packed).cuda(), geometry).cpu().numpy()
     np.testing.assert_array_equal(got, planes)
+
+
+# -- bf16 -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["lrn", "stir"])
+def test_cpu_bf16_stays_within_a_tenth_of_a_db_of_fp32_on_redsbase(model, lrn_checkpoint, redsbase_clips):
+    """The published LRN weights and the packaged STIR weights on the real clips: bf16 on the CPU loses at
+    most 0.1 dB against ground truth (what ``--precision auto`` allows), and moves values little."""
+    from PIL import Image
+
+    from edge.cli.bench.quality import fitted_psnr, psnr_against
+    from edge.reconstruction.windows import default_key, window_range
+    from fixtures_catalogue import REDSBASE_SHAPE
+
+    geometry = Geometry(*REDSBASE_SHAPE)
+    checkpoint = lrn_checkpoint if model == "lrn" else None
+    fp32 = make_reconstructor(model, geometry, backend="torch", checkpoint=checkpoint, precision="fp32")
+    bf16 = make_reconstructor(model, geometry, backend="torch", checkpoint=checkpoint, precision="bf16")
+    assert bf16.backend == "torch-cpu-bf16"
+    for dat, png in redsbase_clips:
+        with DatReader(dat) as reader:
+            packed = np.ascontiguousarray(reader.packed(*window_range(default_key(len(reader)), fp32.window_planes)))
+        truth = np.asarray(Image.open(png).convert("L"), dtype=np.float64) / 255
+        reference, got = fp32.reconstruct(packed)[0], bf16.reconstruct(packed)[0]
+        assert got.dtype == np.float32 and got.shape == geometry.shape
+        assert psnr_against(got, reference) > 45
+        assert fitted_psnr(reference, truth) - fitted_psnr(got, truth) <= 0.1
+
+
+def test_torch_cpu_runs_bf16_and_refuses_fp16(random_lrn):
+    geometry = Geometry(16, 24)
+    loaded = load_network("lrn", random_lrn)
+    rec = build_backend(loaded, geometry, BackendName.TORCH, Device.CPU, precision="bf16")
+    packed, planes = random_windows(200, geometry, batch=2)
+    expected = eager(load_network("lrn", random_lrn).model, planes, True)
+    np.testing.assert_allclose(rec.reconstruct(packed), expected, atol=0.05 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="runs fp32, bf16, not fp16"):
+        build_backend(load_network("lrn", random_lrn), geometry, BackendName.TORCH, Device.CPU, precision="fp16")
+
+
+def test_auto_backend_follows_the_precision(random_lrn):
+    geometry = Geometry(16, 24)
+    assert make_reconstructor("lrn", geometry, checkpoint=random_lrn, precision="bf16").backend == "torch-cpu-bf16"
+    if BackendName.ONNX in CPU_BACKENDS:
+        with pytest.raises(ValueError, match="ONNX Runtime runs weights in fp32.*not bf16"):
+            make_reconstructor("lrn", geometry, backend="onnx", checkpoint=random_lrn, precision="bf16")
+        rec = make_reconstructor("lrn", geometry, backend="onnx", checkpoint=random_lrn, precision="auto")
+        assert rec.backend.startswith("onnxruntime-")  # auto on a backend that runs fp32 only
+
+
+def test_bf16_torchscript_artifact_and_refused_formats(tmp_path, random_lrn):
+    geometry = Geometry(24, 40)
+    out_dir = export_engine("lrn", random_lrn, "torchscript", geometry, tmp_path / "ts", precision="bf16")
+    manifest = read_manifest(out_dir)
+    assert manifest["precision"] == "bf16" and manifest["input"]["dtype"] == "bfloat16"
+    rec = load_engine_dir(out_dir, geometry)
+    assert rec.backend == "torchscript-cpu-bf16"
+    packed, planes = random_windows(200, geometry)
+    expected = eager(load_network("lrn", random_lrn).model, planes, True)
+    np.testing.assert_allclose(rec.reconstruct(packed), expected, atol=0.05 * np.abs(expected).max())
+    with pytest.raises(EngineMismatch, match="bf16 torchscript artifacts run on cpu, requested device cuda"):
+        load_engine_dir(out_dir, geometry, device="cuda")
+    with pytest.raises(ValueError, match="is bf16, not fp32"):
+        make_reconstructor("lrn", geometry, engine=out_dir, precision="fp32")
+    assert make_reconstructor("lrn", geometry, engine=out_dir, precision="auto").backend == "torchscript-cpu-bf16"
+    with pytest.raises(ValueError, match="onnx artifacts are fp32, fp16, not bf16"):
+        export_engine("lrn", random_lrn, "onnx", geometry, tmp_path / "onnx", precision="bf16")
+    with pytest.raises(ValueError, match="tensorrt artifacts are fp32, fp16, not bf16"):
+        export_engine("lrn", random_lrn, "tensorrt", geometry, tmp_path / "trt", precision="bf16")
+    assert not (tmp_path / "onnx").exists() and not (tmp_path / "trt").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", ["lrn", "stir"])
+def test_cuda_bf16_torch_backend_matches_cpu(model, random_lrn, random_stir):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    checkpoint = random_lrn if model == "lrn" else random_stir
+    geometry = Geometry(250, 400)
+    rec = make_reconstructor(model, geometry, backend="torch", device="cuda", checkpoint=checkpoint, precision="bf16")
+    assert rec.backend == "torch-cuda-bf16"
+    packed, planes = random_windows(rec.window_planes, geometry, batch=2, seed=5)
+    expected = eager(load_network(model, checkpoint).model, planes, model == "lrn")
+    for _ in range(2):  # capture, then replay
+        np.testing.assert_allclose(rec.reconstruct(packed), expected, atol=5e-2 * max(1.0, np.abs(expected).max()))

@@ -2,7 +2,7 @@
 GPU check is ``scripts/gpu_check.sh``, docs/gpu-check.md).
 
 - the torch backend on CUDA in fp32 agrees with eager CPU fp32 within 1e-4 of the reference's range
-  (TF32 off), and in fp16 (the CUDA default) reaches a PSNR over 40 dB against it, with finite
+  (TF32 off), and in fp16 (the CUDA default) and bf16 reaches a PSNR over 40 dB against it, with finite
   output, on REDS_BASE windows (or simulated ones);
 - unpacking on the GPU is bit-exact with ``firmware_io.bitpack.unpack_planes``;
 - the CUDA-graph path returns what the same backend returns without graphs (relative error; a graph
@@ -72,6 +72,18 @@ def test_cuda_fp16_psnr_over_40db(network):
     assert got.dtype == np.float32 and got.shape == expected.shape
     result = agreement(got, expected)
     assert result["finite"], result
+    assert result["identical"] or result["min_psnr_db"] > 40.0, result
+
+
+def test_cuda_bf16_psnr_over_40db_with_graphs(network):
+    loaded, windows, expected = network
+    rec = build_backend(copy.deepcopy(loaded), REDS_GEOMETRY, BackendName.TORCH, Device.CUDA,
+                        precision=Precision.BF16)
+    assert rec.backend == "torch-cuda-bf16" and rec.cuda_graphs
+    got = np.concatenate([rec.reconstruct(w[None]) for w in windows])  # capture, then replays
+    again = np.concatenate([rec.reconstruct(w[None]) for w in windows])
+    assert got.dtype == np.float32 and np.array_equal(got, again)
+    result = agreement(got, expected)
     assert result["identical"] or result["min_psnr_db"] > 40.0, result
 
 

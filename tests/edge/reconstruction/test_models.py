@@ -52,6 +52,9 @@ def test_nested_tfp_windows():
     out = nested_tfp(x)
     assert out.shape == (2, 5, 3, 4)
     torch.testing.assert_close(out[:, 2], x[:, 4:17].mean(1))
+    spikes = (x > 0.5).to(torch.bfloat16)
+    half = nested_tfp(spikes)  # taken in float32, then rounded once to bf16
+    assert half.dtype == torch.bfloat16 and torch.equal(half, nested_tfp(spikes.float()).to(torch.bfloat16))
 
 
 def test_official_lrn_checkpoint_loads_strictly(lrn_checkpoint):
@@ -106,6 +109,49 @@ def test_voxelise_sums_runs_of_four():
     assert float(vox.max()) <= 4
     with pytest.raises(ValueError):
         voxelise(planes[:, :199])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_inputs_are_prepared_straight_in_the_compute_dtype(dtype):
+    """Packed windows become voxels / planes of the network's dtype with the values of the float32 path
+    as it was (a float32 copy of the unpacked window, summed), exactly: counts 0..4 are exact in every dtype."""
+    from edge.reconstruction.inputs import planes_torch, voxels_torch
+
+    geometry = Geometry(13, 20)  # width not a multiple of 8: the flat-stream unpacking
+    packed = torch.from_numpy(np.random.default_rng(4).integers(0, 256, (2, 200, geometry.plane_bytes), dtype=np.uint8))
+    as_float32 = unpack_planes_torch(packed, geometry, torch.float32)
+    old_voxels = as_float32.reshape(2, 50, 4, *geometry.shape).sum(dim=2)
+    voxels = voxels_torch(packed, geometry, dtype)
+    planes = planes_torch(packed, geometry, dtype)
+    assert voxels.dtype == dtype and planes.dtype == dtype and tuple(voxels.shape) == (2, 50, 13, 20)
+    assert torch.equal(voxels.float(), old_voxels) and torch.equal(planes.float(), as_float32)
+    assert int(voxels.max()) == 4 and int(voxels.min()) == 0
+    if dtype is torch.float32:  # the default is float32, bit for bit the former result
+        assert torch.equal(voxels_torch(packed, geometry), old_voxels)
+        assert torch.equal(planes_torch(packed, geometry), as_float32)
+
+
+def test_voxelise_keeps_float_planes_in_their_dtype_and_casts_counts_once():
+    planes = torch.randint(0, 2, (1, 8, 3, 4), dtype=torch.uint8)
+    assert voxelise(planes.to(torch.bfloat16)).dtype == torch.bfloat16  # training passes float planes
+    assert voxelise(planes.bool(), dtype=torch.float16).dtype == torch.float16
+    torch.testing.assert_close(voxelise(planes.bool()), voxelise(planes.float()), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="overflow"):
+        voxelise(torch.zeros(1, 512, 2, 2, dtype=torch.uint8), planes_per_bin=256)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_stir_warps_in_float32_whatever_the_precision(dtype):
+    """bf16 keeps 8 significant bits: a grid coordinate near 1 would be off by pixels; the warp samples in fp32."""
+    from edge.reconstruction.models.stir import backward_warp
+
+    generator = torch.Generator().manual_seed(3)
+    features = torch.rand(1, 2, 9, 640, generator=generator).to(dtype)
+    flow = (torch.rand(1, 2, 9, 640, generator=generator) * 6 - 3).to(dtype)
+    got = backward_warp(features, flow)
+    assert got.dtype == dtype
+    expected = backward_warp(features.float(), flow.float()).to(dtype)  # the same values, warped in fp32
+    assert torch.equal(got, expected)
 
 
 def test_pad_to_multiple_replicates_edges():
