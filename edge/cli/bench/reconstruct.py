@@ -2,8 +2,9 @@
 
 Times every available backend for a network side by side with plain eager torch fp32 in the same
 run, at one geometry, interleaving the backends round by round so that load from other processes
-falls on all of them alike. Without ``--checkpoint`` (and no packaged default) it uses random
-weights and says so.
+falls on all of them alike. ``--compile`` adds the torch backend under ``torch.compile``, ``--aoti``
+an AOTInductor package of the whole forward compiled here first (fp32 on the CPU, fp16 on CUDA).
+Without ``--checkpoint`` (and no packaged default) it uses random weights and says so.
 """
 
 from __future__ import annotations
@@ -36,6 +37,20 @@ def _eager_reference(loaded, geometry):
     return _Eager()
 
 
+def _aoti_package(loaded, geometry, device):
+    """The network's AOTInductor package (fp16 on CUDA, fp32 on the CPU), compiled into a temporary directory."""
+    import tempfile
+
+    from edge.reconstruction.backends import Device, export_engine, load_engine_dir
+    from edge.reconstruction.models import ExportFormat, Precision
+
+    precision = Precision.FP16 if device is Device.CUDA else Precision.FP32
+    with tempfile.TemporaryDirectory() as tmp:  # a loaded package no longer needs its file
+        out = export_engine(loaded.method, loaded.weights_path, ExportFormat.AOTI, geometry, f"{tmp}/aoti",
+                            precision=precision, device=device)
+        return load_engine_dir(out, geometry, device=device)
+
+
 @click.command("reconstruct")
 @click.option("--method", type=click.Choice(LEARNED_METHOD_NAMES), required=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None)
@@ -44,8 +59,11 @@ def _eager_reference(loaded, geometry):
 @click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--compile", "use_compile", is_flag=True, help="Also time torch.compile (inductor; compiles for minutes).")
+@click.option("--aoti", "use_aoti", is_flag=True,
+              help="Also time an AOTInductor package of the whole forward (compiled here first, a minute or more).")
 @click.option("--json", "as_json", is_flag=True)
-def bench_reconstruct(method, checkpoint, height, width, iterations, threads, use_compile, as_json) -> None:
+def bench_reconstruct(method, checkpoint, height, width, iterations, threads, use_compile, use_aoti,
+                      as_json) -> None:
     """Milliseconds per frame for each available backend, beside eager torch fp32."""
     import copy
     import os
@@ -60,6 +78,7 @@ def bench_reconstruct(method, checkpoint, height, width, iterations, threads, us
         available_backends,
         build_backend,
     )
+    from edge.reconstruction.backends.registry import backend_entry
     from edge.reconstruction.models.checkpoints import CheckpointError
     from edge.reconstruction.networks import load_network
 
@@ -72,14 +91,19 @@ def bench_reconstruct(method, checkpoint, height, width, iterations, threads, us
     device = Device.CUDA if torch.cuda.is_available() else Device.CPU
     candidates = [("eager", _eager_reference(copy.deepcopy(loaded), geometry))]
     for name in available_backends(device):
-        if name is BackendName.TENSORRT:
-            continue  # needs an engine directory
+        if backend_entry(name).needs_engine:
+            continue  # needs an engine directory (--aoti compiles one)
         try:
             candidates.append((name.value, build_backend(copy.deepcopy(loaded), geometry, name, device)))
         except BackendUnavailable as exc:
             click.echo(f"skipping {name.value}: {exc}", err=True)
     if use_compile:
         candidates.append(("compile", build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device, compile=True)))
+    if use_aoti:
+        if loaded.weights_path is None:
+            click.echo("skipping aoti: packages are compiled from weights on disk; these are random", err=True)
+        else:
+            candidates.append(("aoti", _aoti_package(loaded, geometry, device)))
     rng = np.random.default_rng(0)
     windows = rng.integers(0, 256, (1, loaded.window_planes, geometry.plane_bytes), dtype=np.uint8)
     times: dict[str, list[float]] = {label: [] for label, _ in candidates}

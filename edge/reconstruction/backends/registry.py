@@ -102,6 +102,12 @@ def _tensorrt() -> ModuleType:
     return tensorrt_backend
 
 
+def _aoti() -> ModuleType:
+    from edge.reconstruction.backends import aoti_backend
+
+    return aoti_backend
+
+
 BACKENDS: tuple[BackendEntry, ...] = (
     BackendEntry(BackendName.NUMPY, "TFP and TFI with numpy on the host (whatever --device says)", learned=False,
                  requires=(), extra=None, devices=(Device.CPU,), implementation=_numpy),
@@ -118,6 +124,11 @@ BACKENDS: tuple[BackendEntry, ...] = (
                  requires=("torch", "torch_tensorrt"), extra="spike-edge[gpu]", devices=(Device.CUDA,),
                  implementation=_tensorrt, artifact=ExportFormat.TENSORRT, artifact_file="model.ep",
                  fp16_devices=(Device.CUDA,), needs_engine=True),
+    BackendEntry(BackendName.AOTI, "prebuilt AOTInductor packages of the whole forward (unpacking included), "
+                 "CPU or CUDA, tied to the torch that compiled them", learned=True, requires=("torch",),
+                 extra="spike-edge[torch]", devices=(Device.CPU, Device.CUDA), implementation=_aoti,
+                 artifact=ExportFormat.AOTI, artifact_file="model.pt2", fp16_devices=(Device.CUDA,),
+                 needs_engine=True),
 )
 
 
@@ -200,6 +211,8 @@ def load_engine_dir(directory: str | Path, geometry: Geometry, *, model: str | M
     problems = check_manifest(manifest, geometry, method=method, directory=directory)
     if device not in entry.devices:
         problems.append(f"device: {fmt.value} engines run on {_names(entry.devices)}, requested {device.value}")
+    if manifest.get("device") not in (None, device.value):  # formats compiled for one device kind record it
+        problems.append(f"device: engine compiled for {manifest['device']}, requested {device.value}")
     if precision is Precision.FP16 and device not in entry.fp16_devices:
         problems.append(f"precision: fp16 {fmt.value} artifacts run on {_names(entry.fp16_devices)}, "
                         f"requested device {device.value}")
@@ -215,12 +228,26 @@ def load_engine_dir(directory: str | Path, geometry: Geometry, *, model: str | M
                                        device, precision)
 
 
+def export_device(entry: BackendEntry, precision: Precision, device: str | Device | None = None) -> Device:
+    """The device an artifact of ``entry``'s format is built for: ``device`` when its artifacts run there at
+    ``precision``; by default the CPU where they do, else CUDA."""
+    fits = [d for d in entry.devices if precision is not Precision.FP16 or d in entry.fp16_devices]
+    if device is None:
+        return Device.CPU if Device.CPU in fits else Device.CUDA
+    device = Device(device)
+    if device not in fits:
+        raise ValueError(f"{precision.value} {entry.artifact.value} artifacts are built for {_names(fits)}, "
+                         f"not {device.value}")
+    return device
+
+
 def export_engine(model: str | Method, checkpoint: str | Path | None, fmt: str | ExportFormat, geometry: Geometry,
                   out: str | Path, *, precision: str | Precision = Precision.FP32, opset: int = ONNX_OPSET,
-                  overwrite: bool = False) -> Path:
-    """Build the artifact for ``model`` at ``geometry`` with ``fmt``'s backend and write an engine directory at
-    ``out`` (``opset`` applies to ONNX)."""
+                  device: str | Device | None = None, overwrite: bool = False) -> Path:
+    """Build the artifact for ``model`` at ``geometry`` with ``fmt``'s backend, for ``device`` (default:
+    ``export_device``), and write an engine directory at ``out`` (``opset`` applies to ONNX)."""
     spec, entry, precision = learned_spec(model), format_entry(fmt), Precision(precision)
+    device = export_device(entry, precision, device)
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose a new --out directory")
@@ -230,10 +257,10 @@ def export_engine(model: str | Method, checkpoint: str | Path | None, fmt: str |
     return write_engine_dir(
         out, loaded, entry.artifact, entry.artifact_file, geometry, shape, precision,
         versions=implementation.library_versions(),
-        record_gpu=precision is Precision.FP16 or Device.CPU not in entry.devices,
-        write_artifact=lambda path: implementation.write_artifact(loaded.model.eval(), shape, precision, path,
+        record_gpu=precision is Precision.FP16 or device is Device.CUDA,
+        write_artifact=lambda path: implementation.write_artifact(loaded, geometry, precision, device, path,
                                                                   opset=opset))
 
 
 __all__ = ["BACKENDS", "BackendEntry", "auto_entry", "available_backends", "backend_entry", "build_backend",
-           "build_classical", "check_device", "export_engine", "format_entry", "load_engine_dir"]
+           "build_classical", "check_device", "export_device", "export_engine", "format_entry", "load_engine_dir"]

@@ -3,7 +3,8 @@
 ``TorchReconstructor.reconstruct(packed uint8 (B, T, plane_bytes)) -> float32 (B, H, W)``: the packed
 bytes go to the device as they are (8x less traffic than unpacked planes), are prepared there as the
 method table says (``edge.reconstruction.inputs``: unpacked, voxelised for LRN) and fed to the
-network; STIR pads and crops inside its ``forward``.
+network (``edge.reconstruction.torch_forward.forward_packed``, the computation the AOTInductor
+engines compile); STIR pads and crops inside its ``forward``.
 
 On CUDA the whole chain (unpack, voxelise, network) for a given batch size is captured once into a
 CUDA graph and replayed: one host-to-device copy into a static input buffer, one replay, one
@@ -35,6 +36,7 @@ import torch
 from edge.reconstruction.backends.base import BackendUnavailable, Device, check_windows
 from edge.reconstruction.methods import Method, learned_spec
 from edge.reconstruction.models import Precision
+from edge.reconstruction.torch_forward import forward_packed, torch_dtype
 from firmware_io.contract import Geometry
 
 
@@ -68,7 +70,7 @@ class TorchReconstructor:
         self._torch_device = torch.device("cuda" if self.device is Device.CUDA else "cpu")
         if self.device is Device.CPU and self.precision is not Precision.FP32:
             raise ValueError("the torch CPU backend runs fp32 only (fp16 convolutions are slow on CPUs)")
-        self._dtype = torch.float16 if self.precision is Precision.FP16 else torch.float32
+        self._dtype = torch_dtype(self.precision)
         if self.convert_module:
             self.module = self.module.eval().to(self._torch_device, dtype=self._dtype)
             if self.channels_last:
@@ -79,10 +81,8 @@ class TorchReconstructor:
     # -- the computation ---------------------------------------------------------------------
 
     def _forward(self, packed: torch.Tensor) -> torch.Tensor:
-        x = self._prepare(packed, self.geometry).to(self._dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.module(x)[:, 0].float()
+        return forward_packed(self.module, self._prepare, packed, self.geometry, self._dtype,
+                              channels_last=self.channels_last)
 
     def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray:
         windows = check_windows(packed_windows, self.window_planes, self.geometry)
@@ -192,16 +192,17 @@ def load(artifact: Path, method: Method, geometry: Geometry, window_planes: int,
                               label=f"torchscript-{device.value}-{precision.value}")
 
 
-def write_artifact(net, input_shape: tuple[int, ...], precision: Precision, path: Path, *, opset: int) -> dict[str, Any]:
-    """Trace ``net`` to TorchScript (fp16 on the GPU); ``opset`` is ONNX's and does not apply."""
-    if precision is Precision.FP16 and not torch.cuda.is_available():
-        raise ValueError("an fp16 TorchScript artifact is traced on a GPU; none is present")
-    device = "cuda" if precision is Precision.FP16 else "cpu"
+def write_artifact(loaded, geometry: Geometry, precision: Precision, device: Device, path: Path, *,
+                   opset: int) -> dict[str, Any]:
+    """Trace the network to TorchScript on ``device`` (fp16: a GPU); ``opset`` is ONNX's and does not apply."""
+    if device is Device.CUDA and not torch.cuda.is_available():
+        raise ValueError(f"a {precision.value} TorchScript artifact for cuda is traced on a GPU; none is present")
     dtype = torch.float16 if precision is Precision.FP16 else torch.float32
-    net = net.to(device, dtype)
+    net = loaded.model.eval().to(device.value, dtype)
+    shape = loaded.network.input_shape(loaded.window_planes, geometry)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still the portable format
-        traced = torch.jit.trace(net, torch.zeros(input_shape, dtype=dtype, device=device), check_trace=False)
+        traced = torch.jit.trace(net, torch.zeros(shape, dtype=dtype, device=device.value), check_trace=False)
         torch.jit.save(traced, str(path))
     return {}
 

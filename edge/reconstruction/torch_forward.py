@@ -1,0 +1,57 @@
+"""The whole torch forward of a learned method: packed windows in, images out, as one function and one module.
+
+``forward_packed(network, prepare, packed, geometry, dtype)``: packed camera-order windows ``uint8
+(B, T, plane_bytes)`` are prepared on their device as the method table says (unpacked by
+``edge.reconstruction.torch_unpack``, voxelised for LRN: ``edge.reconstruction.inputs``), cast to the
+network's ``dtype``, run through the network, and returned as float32 images ``(B, H, W)``.
+``PackedForward`` is the same computation as an ``nn.Module`` holding the network, which is what
+``torch.export`` traces for the compiled (AOTInductor) engines; the torch backend calls the function
+directly. ``torch_dtype`` is the one mapping from a ``Precision`` to a torch dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from edge.reconstruction.methods import Method, learned_spec
+from edge.reconstruction.models import Precision
+from firmware_io.contract import Geometry
+
+
+_DTYPES = {Precision.FP32: torch.float32, Precision.FP16: torch.float16}
+
+
+def torch_dtype(precision: str | Precision) -> torch.dtype:
+    """The torch dtype a network runs in at ``precision``."""
+    return _DTYPES[Precision(precision)]
+
+
+def forward_packed(network: Callable[[torch.Tensor], torch.Tensor], prepare: Callable[[Any, Geometry], Any],
+                   packed: torch.Tensor, geometry: Geometry, dtype: torch.dtype, *,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Packed windows ``uint8 (B, T, plane_bytes)`` -> float32 images ``(B, H, W)`` on ``packed``'s device."""
+    x = prepare(packed, geometry).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return network(x)[:, 0].float()
+
+
+class PackedForward(nn.Module):
+    """``method``'s network with its input preparation: ``forward(packed uint8 (B, T, plane_bytes))`` ->
+    float32 ``(B, H, W)`` at ``geometry``; the network runs in ``dtype`` (it is converted here)."""
+
+    def __init__(self, network: nn.Module, method: Method, geometry: Geometry, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.network = network.to(dtype)
+        self.geometry = geometry
+        self.dtype = dtype
+        self._prepare = learned_spec(method).network.prepare_torch
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        return forward_packed(self.network, self._prepare, packed, self.geometry, self.dtype)
+
+
+__all__ = ["PackedForward", "forward_packed", "torch_dtype"]
