@@ -23,9 +23,11 @@ Design: the same inductor code is what the torch backend's opt-in ``torch.compil
 that compiles at every start (minutes on two cores) and needs a compiler on the machine; a package
 is compiled once by ``spike-train export`` and loads in milliseconds. TorchScript and ONNX hold the
 network only (unpacking stays in Python / numpy) and run on any torch / ONNX Runtime; a package
-covers the whole forward at the price of the tie to one torch build. CPU kernels read the thread
-count at run time (``cpp.dynamic_threads``), so ``--threads`` applies as for the torch backend;
-without it inductor bakes in the exporting machine's count.
+covers the whole forward at the price of the tie to one torch build. CPU packages are compiled with
+inductor's weight freezing (constant weights, prepacked for oneDNN's convolutions, as torch's
+documentation advises for AOTInductor on CPUs) and with kernels that read the thread count at run
+time (``cpp.dynamic_threads``), so ``--threads`` applies as for the torch backend; without it
+inductor bakes in the exporting machine's count.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def write_artifact(loaded, geometry: Geometry, precision: Precision, device: Dev
                 "max_batch": str(MAX_BATCH)}
     configs: dict[str, Any] = {"aot_inductor.metadata": metadata}
     if device is Device.CPU:
-        configs["cpp.dynamic_threads"] = True
+        configs.update({"cpp.dynamic_threads": True, "freezing": True})
     from torch._inductor import aoti_compile_and_package
 
     aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)

@@ -21,7 +21,10 @@ eager, idle 2-core machine) and torch channels_last for STIR (756 ms, against 84
 - ``load_engine_dir``: a reconstructor for an engine directory, after checking its manifest
   (``edge.reconstruction.engines``) against the request and against what the format's entry and
   module need of this machine; ``EngineMismatch`` lists every difference.
-- ``export_engine``: an engine directory written by the format's backend (``spike-train export``).
+- ``export_engine``: an engine directory written by the format's backend (``spike-train export``), built
+  for a device (``export_device``: the CPU where the format's artifacts run there at that precision,
+  else CUDA); formats compiled for one device kind record it in the manifest (``device``) and
+  ``load_engine_dir`` refuses them elsewhere.
 """
 
 from __future__ import annotations

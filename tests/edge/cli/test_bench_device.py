@@ -31,7 +31,7 @@ def test_bench_device_cpu_writes_json_and_markdown(tmp_path):
     assert lrn["geometry"] == {"height": 32, "width": 48} and not lrn["target_geometry"]
     assert lrn["window_planes"] == 200 and lrn["agreement_source"]
     keys = [c["key"] for c in lrn["candidates"]]
-    assert keys[:2] == ["eager-fp32", "torch"]
+    assert keys[:2] == ["eager-fp32", "torch"] and "aoti-fp32" in keys  # the package compiled in the run
     assert any(s["key"] == "tensorrt" for s in lrn["skipped"])
     for cand in lrn["candidates"]:
         assert "error" not in cand, cand

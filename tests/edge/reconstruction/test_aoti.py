@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -77,6 +79,22 @@ def test_lrn_package_matches_the_torch_backend(lrn_engine, random_lrn):
     assert relative_error(rec.reconstruct(windows[1]), expected[1:2]) < REL_TOL  # one window, batch 1
     rec.max_batch = 2  # a batch over the package's bound runs in slices
     assert relative_error(rec.reconstruct(windows), expected) < REL_TOL
+
+
+def test_the_daemon_publishes_a_packages_frames(lrn_engine, start_daemon):
+    """``spike-edge run --engine DIR`` loads the package through the same checks and publishes its frames."""
+    from edge.protocol.client import request
+
+    d = start_daemon(["--simulate", "--rate-hz", "4000", "--hop", "200", "--method", "lrn", "--device", "cpu",
+                      "--engine", str(lrn_engine("aoti", GEOMETRY)), "--height", "16", "--width", "24"])
+    described = request(d.ctl, {"cmd": "describe"}, timeout_s=60)  # answered once the package is loaded
+    assert described["ok"] and described["backend"] == "aoti-cpu-fp32", d.text()
+    deadline = time.monotonic() + 30
+    while request(d.ctl, {"cmd": "stats"}, timeout_s=5)["stats"]["frames"] < 2:
+        assert time.monotonic() < deadline, d.text()
+        time.sleep(0.1)
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.wait(120) == 0, d.text()
 
 
 def test_packages_are_prebuilt_only(random_lrn):
