@@ -6,7 +6,8 @@
 network's ``dtype``, run through the network, and returned as float32 images ``(B, H, W)``.
 ``PackedForward`` is the same computation as an ``nn.Module`` holding the network, which is what
 ``torch.export`` traces for the compiled (AOTInductor) engines; the torch backend calls the function
-directly. ``torch_dtype`` is the one mapping from a ``Precision`` to a torch dtype.
+directly. ``torch_dtype`` maps a ``Precision`` to the torch dtype a network runs in (the torch,
+TensorRT and AOTInductor backends use it).
 """
 
 from __future__ import annotations

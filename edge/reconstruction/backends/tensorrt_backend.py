@@ -22,6 +22,7 @@ from edge.reconstruction.backends.torch_backend import TorchReconstructor
 from edge.reconstruction.engines import distribution_version, gpu_info
 from edge.reconstruction.methods import Method
 from edge.reconstruction.models import Precision
+from edge.reconstruction.torch_forward import torch_dtype
 from firmware_io.contract import Geometry
 
 EXTRA_HINT = "pip install 'spike-edge[gpu]' (torch-tensorrt matching your torch and CUDA)"
@@ -55,7 +56,7 @@ def write_artifact(loaded, geometry: Geometry, precision: Precision, device: Dev
     torch_tensorrt = import_torch_tensorrt()
     import torch
 
-    dtype = torch.float16 if precision is Precision.FP16 else torch.float32
+    dtype = torch_dtype(precision)
     module = loaded.model.eval().cuda().to(dtype)
     inputs = [torch.zeros(loaded.network.input_shape(loaded.window_planes, geometry), dtype=dtype, device="cuda")]
     try:

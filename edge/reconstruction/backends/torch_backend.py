@@ -197,7 +197,7 @@ def write_artifact(loaded, geometry: Geometry, precision: Precision, device: Dev
     """Trace the network to TorchScript on ``device`` (fp16: a GPU); ``opset`` is ONNX's and does not apply."""
     if device is Device.CUDA and not torch.cuda.is_available():
         raise ValueError(f"a {precision.value} TorchScript artifact for cuda is traced on a GPU; none is present")
-    dtype = torch.float16 if precision is Precision.FP16 else torch.float32
+    dtype = torch_dtype(precision)
     net = loaded.model.eval().to(device.value, dtype)
     shape = loaded.network.input_shape(loaded.window_planes, geometry)
     with torch.no_grad(), warnings.catch_warnings():
