@@ -7,7 +7,8 @@ network's ``dtype``, run through the network, and returned as float32 images ``(
 ``PackedForward`` is the same computation as an ``nn.Module`` holding the network, which is what
 ``torch.export`` traces for the compiled (AOTInductor) engines; the torch backend calls the function
 directly. ``torch_dtype`` maps a ``Precision`` to the torch dtype a network runs in (the torch,
-TensorRT and AOTInductor backends use it).
+TensorRT and AOTInductor backends use it); ``check_device_windows`` validates windows handed over
+on a GPU.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def forward_packed(network: Callable[[torch.Tensor], torch.Tensor], prepare: Cal
     return network(x)[:, 0].float()
 
 
+def check_device_windows(windows: torch.Tensor, window_planes: int, geometry: Geometry,
+                         device: torch.device | None) -> torch.Tensor:
+    """Validate packed windows handed over on ``device`` (``GpuReconstructor.reconstruct_device``; ``None``: the
+    reconstructor takes host windows only): uint8 ``(B, window_planes, plane_bytes)``, any strides."""
+    expected = (window_planes, geometry.plane_bytes)
+    if (device is None or windows.dtype != torch.uint8 or windows.ndim != 3 or tuple(windows.shape[1:]) != expected
+            or windows.device != device):
+        raise ValueError(f"expected packed windows uint8 (B, {expected[0]}, {expected[1]}) on {device}, "
+                         f"got {windows.dtype} {tuple(windows.shape)} on {windows.device}")
+    return windows
+
+
 class PackedForward(nn.Module):
     """``method``'s network with its input preparation: ``forward(packed uint8 (B, T, plane_bytes))`` ->
     float32 ``(B, H, W)`` at ``geometry``; the network runs in ``dtype`` (it is converted here)."""
@@ -55,4 +68,4 @@ class PackedForward(nn.Module):
         return forward_packed(self.network, self._prepare, packed, self.geometry, self.dtype)
 
 
-__all__ = ["PackedForward", "forward_packed", "torch_dtype"]
+__all__ = ["PackedForward", "check_device_windows", "forward_packed", "torch_dtype"]

@@ -8,7 +8,8 @@ and compiles it with ``torch._inductor.aoti_compile_and_package`` into one packa
 is built on: fp32 on the CPU, fp32 or fp16 on CUDA (any ``Precision`` with a torch dtype,
 ``torch_forward.torch_dtype``). ``load`` opens the package (``torch._inductor.aoti_load_package``);
 the reconstructor hands it the packed bytes as they are and gets the images back, with no Python
-between the operations; a batch over ``MAX_BATCH`` runs in slices.
+between the operations; a batch over ``MAX_BATCH`` runs in slices. A CUDA package also takes windows
+already on its GPU (``base.GpuReconstructor``: the live worker uploads each span of planes once).
 
 A package is native code built against one torch: it runs only with the exact torch version that
 compiled it, on its device kind, a CPU package only where torch picks the same CPU instruction set
@@ -43,7 +44,7 @@ from edge.reconstruction.backends.base import BackendUnavailable, Device, check_
 from edge.reconstruction.engines import EngineMismatch, gpu_info
 from edge.reconstruction.methods import Method
 from edge.reconstruction.models import Precision
-from edge.reconstruction.torch_forward import PackedForward, torch_dtype
+from edge.reconstruction.torch_forward import PackedForward, check_device_windows, torch_dtype
 from firmware_io.contract import Geometry
 
 MAX_BATCH = 64  # the largest batch a package takes in one call (its dynamic batch dimension's bound)
@@ -80,10 +81,31 @@ class AotiReconstructor:
     def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray:
         windows = check_windows(packed_windows, self.window_planes, self.geometry)
         # torch wants writable memory; windows may be read-only views of a memory-mapped file
-        packed = torch.from_numpy(np.require(windows, requirements=("C", "W"))).to(self._torch_device)
+        return self._run(torch.from_numpy(np.require(windows, requirements=("C", "W"))).to(self._torch_device))
+
+    def _run(self, packed: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            images = [self.program(part) for part in packed.split(self.max_batch)]
+            images = [self.program(part.contiguous()) for part in packed.split(self.max_batch)]
         return torch.cat(images).cpu().numpy()
+
+    # -- windows already on the GPU (``base.GpuReconstructor``: the live worker's CUDA path) --------
+
+    @property
+    def window_device(self) -> torch.device | None:
+        """The device ``reconstruct_device`` takes windows on (a CUDA package's), or ``None``: host windows only."""
+        return self._torch_device if self.device is Device.CUDA else None
+
+    def reconstruct_device(self, windows: torch.Tensor) -> np.ndarray:
+        """Packed windows already on ``window_device`` (uint8 ``(B, T, plane_bytes)``, any strides, e.g.
+        overlapping views of one uploaded span) -> float32 images ``(B, H, W)`` on the host."""
+        return self._run(check_device_windows(windows, self.window_planes, self.geometry, self.window_device))
+
+    def warm_up(self, batch_sizes) -> None:
+        """One call of a CUDA package now (its kernels load on the first call; every batch size runs the same
+        kernels, so ``batch_sizes`` need no call each); nothing to do on the CPU."""
+        if self.device is Device.CUDA:
+            self._run(torch.zeros((1, self.window_planes, self.geometry.plane_bytes), dtype=torch.uint8,
+                                  device=self._torch_device))
 
 
 # -- the backend's functions (``base.NetworkBackend``) ---------------------------------------------

@@ -36,7 +36,7 @@ import torch
 from edge.reconstruction.backends.base import BackendUnavailable, Device, check_windows
 from edge.reconstruction.methods import Method, learned_spec
 from edge.reconstruction.models import Precision
-from edge.reconstruction.torch_forward import forward_packed, torch_dtype
+from edge.reconstruction.torch_forward import check_device_windows, forward_packed, torch_dtype
 from firmware_io.contract import Geometry
 
 
@@ -103,11 +103,7 @@ class TorchReconstructor:
     def reconstruct_device(self, windows: torch.Tensor) -> np.ndarray:
         """Packed windows already on ``window_device`` (uint8 ``(B, T, plane_bytes)``, any strides, e.g.
         overlapping views of one uploaded span) -> float32 images ``(B, H, W)`` on the host."""
-        expected = (self.window_planes, self.geometry.plane_bytes)
-        if (self.window_device is None or windows.dtype != torch.uint8 or windows.ndim != 3
-                or tuple(windows.shape[1:]) != expected or windows.device != self._torch_device):
-            raise ValueError(f"expected packed windows uint8 (B, {expected[0]}, {expected[1]}) on "
-                             f"{self.window_device}, got {windows.dtype} {tuple(windows.shape)} on {windows.device}")
+        check_device_windows(windows, self.window_planes, self.geometry, self.window_device)
         if self.cuda_graphs:
             entry = self._graph_for(len(windows))
             entry.static_in.copy_(windows)  # device to device: the windows' overlap is expanded here

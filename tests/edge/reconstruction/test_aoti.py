@@ -29,6 +29,7 @@ from edge.reconstruction.backends import (
     make_reconstructor,
 )
 from edge.reconstruction.backends.aoti_backend import MAX_BATCH
+from edge.reconstruction.backends.base import GpuReconstructor
 from edge.reconstruction.engines import MANIFEST_NAME, EngineMismatch, read_manifest
 from edge.reconstruction.networks import load_network
 from edge.reconstruction.reference import agreement, strict_fp32, within
@@ -77,6 +78,9 @@ def test_lrn_package_matches_the_torch_backend(lrn_engine, random_lrn):
     assert within(agreement(rec.reconstruct(windows[1]), expected[1:2]), REL_TOL)  # one window, batch 1
     rec.max_batch = 2  # a batch over the package's bound runs in slices
     assert within(agreement(rec.reconstruct(windows), expected), REL_TOL)
+    assert isinstance(rec, GpuReconstructor) and rec.window_device is None  # a CPU package takes host windows
+    with pytest.raises(ValueError, match="on None"):
+        rec.reconstruct_device(torch.from_numpy(windows))
 
 
 def test_the_daemon_publishes_a_packages_frames(lrn_engine, start_daemon):
@@ -172,6 +176,11 @@ def test_cuda_package_matches_cpu_fp32(precision, tolerance, random_lrn, tmp_pat
         assert rec.backend == f"aoti-cuda-{precision}"
         reference = build_backend(load_network("lrn", random_lrn), geometry, BackendName.TORCH, Device.CPU)
         windows = packed_windows(200, geometry, batch=4, seed=6)
-        assert within(agreement(rec.reconstruct(windows), reference.reconstruct(windows)), tolerance)
+        got = rec.reconstruct(windows)
+        assert within(agreement(got, reference.reconstruct(windows)), tolerance)
+        rec.warm_up([1, 2])
+        on_gpu = torch.from_numpy(windows).cuda()
+        assert rec.window_device == on_gpu.device
+        assert within(agreement(rec.reconstruct_device(on_gpu), got), 1e-6)  # windows handed over on the GPU
     with pytest.raises(EngineMismatch, match="device: engine compiled for cuda, requested cpu"):
         load_engine_dir(out, geometry, device="cpu")
