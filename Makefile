@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 STAMP_DEMO := $(VENV)/.demo-installed
 STAMP_TEST := $(VENV)/.test-installed
 
-.PHONY: demo test bench device-wheels clean
+.PHONY: demo test bench device-wheels photos clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ bench: $(STAMP_TEST)
 # The wheels the GPU check machine lacks (pyzmq), into .whl/ for scripts/gpu_check.sh (docs/gpu-check.md).
 device-wheels:
 	scripts/device_wheels.sh .whl
+
+# Real photographs for `spike-train fit --data reds-like` (docs/training.md): Debian's wallpaper
+# packages (apt-get needs root) and scikit-image's images, collected into runs/photos (never committed),
+# plus 8 held-out REDS-like clips in runs/reds_like_val for `spike-train eval`.
+PHOTO_PACKAGES := gnome-backgrounds mate-backgrounds ukui-wallpapers plasma-workspace-wallpapers lomiri-wallpapers
+photos: $(STAMP_TEST)
+	apt-get install -y -q $(PHOTO_PACKAGES)
+	$(VENV)/bin/spike-train data --out runs/photos --short-side 1080 --val-clips 8 --val-out runs/reds_like_val
 
 clean:
 	rm -rf $(VENV) out

@@ -444,23 +444,9 @@ def collate(samples: Sequence[SpikeSample]):
 
 
 def training_source(data: str, window_planes: int, crop: int, seed: int, low_light_fraction: float = 0.0,
-                    scene_fraction: float = 0.0, photos: str | os.PathLike | None = None,
-                    ) -> Callable[[np.random.Generator, int], SpikeSample]:
-    """A function ``(rng, draw_index) -> augmented sample`` for ``--data synthetic``, ``reds-like`` (the
-    photographs in ``photos``, see ``training.reds_like``) or a folder."""
-    if data == "reds-like":
-        from training.photos import load_photo_set
-        from training.reds_like import RedsLikeSettings, make_reds_like_sample
-
-        if photos is None:
-            raise ValueError("--data reds-like needs --photos DIR (made by `spike-train data`)")
-        reds_settings = RedsLikeSettings(window_planes=window_planes, crop=crop)
-        train_photos = load_photo_set(photos, "train")
-
-        def draw_reds_like(rng: np.random.Generator, draw_index: int) -> SpikeSample:
-            return make_reds_like_sample(reds_settings, train_photos, rng, name=f"reds-like-{seed}-{draw_index}")
-
-        return draw_reds_like
+                    scene_fraction: float = 0.0) -> Callable[[np.random.Generator, int], SpikeSample]:
+    """A function ``(rng, draw_index) -> augmented sample`` for ``--data synthetic`` or a folder
+    (``--data reds-like`` is ``training.reds_like.reds_like_source``)."""
     if data == "synthetic":
         settings = SyntheticSettings(window_planes=window_planes, crop=crop, low_light_fraction=low_light_fraction,
                                      scene_fraction=scene_fraction)

@@ -51,6 +51,7 @@ from training.datasets import (
     training_source,
 )
 from edge.reconstruction.methods import LEARNED_METHOD_NAMES
+from edge.reconstruction.models import Precision
 from firmware_io.atomic import atomic_path, write_text_atomic
 from training.metrics import psnr, ssim
 
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 MODELS = tuple(LEARNED_METHOD_NAMES)
 DEFAULT_LR = {"lrn": 5e-4, "stir": 1e-4}
+TRAIN_PRECISIONS = (Precision.FP32.value, Precision.BF16.value)  # bf16: autocast; weights and Adam stay fp32
 STATE_FILE = "train_state.pt"
 LOG_FIELDS = ("step", "loss", "l1", "multiscale", "perceptual", "lr", "val_psnr", "val_ssim", "elapsed_s")
 
@@ -104,8 +106,8 @@ class FitConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.model == "stir" and (self.crop % 16 or self.val_crop % 16):
             raise ValueError(f"STIR crops must be multiples of 16, got crop {self.crop}, val_crop {self.val_crop}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}")
         for name in ("low_light", "scene_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a fraction in [0, 1], got {getattr(self, name)}")
@@ -248,8 +250,13 @@ class StepBatches:
     def __init__(self, config: FitConfig, window_planes: int, rank: int) -> None:
         self.config = config
         self.rank = rank
-        self.draw = training_source(config.data, window_planes, config.crop, config.seed, config.low_light,
-                                    config.scene_fraction, config.photos)
+        if config.data == "reds-like":
+            from training.reds_like import reds_like_source
+
+            self.draw = reds_like_source(config.photos, window_planes, config.crop, config.seed)
+        else:
+            self.draw = training_source(config.data, window_planes, config.crop, config.seed, config.low_light,
+                                        config.scene_fraction)
 
     def __len__(self) -> int:
         return self.config.steps
@@ -507,7 +514,7 @@ def fit(config: FitConfig) -> FitResult:
     for planes, targets, _labels in loader:
         planes = planes.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        with torch.autocast(device.type, dtype=Precision.BF16.torch_dtype, enabled=config.precision == Precision.BF16.value):
             outputs = forward(planes)
             terms = losses_fn(outputs, targets)
         optimizer.zero_grad(set_to_none=True)

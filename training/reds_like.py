@@ -90,13 +90,14 @@ def mean_gradient(image: np.ndarray) -> float:
     return float((np.abs(np.diff(image, axis=0)).mean() + np.abs(np.diff(image, axis=1)).mean()) / 2)
 
 
-def photo_region(photo: np.ndarray, size: int, rng: np.random.Generator, s: RedsLikeSettings) -> np.ndarray:
+def photo_region(photo: np.ndarray, size: int, rng: np.random.Generator, s: RedsLikeSettings,
+                 tries: int | None = None) -> np.ndarray:
     """A ``size x size`` float32 intensity region of ``photo`` at a random scale, tone-curved: the most
-    detailed (``mean_gradient``) of up to ``s.region_tries`` draws, stopping at one that reaches
-    ``s.min_gradient`` (REDS_BASE's ground truths measure 0.039 and 0.053)."""
+    detailed (``mean_gradient``) of up to ``tries`` (default ``s.region_tries``) draws, stopping at one
+    that reaches ``s.min_gradient`` (REDS_BASE's ground truths measure 0.039 and 0.053)."""
     lo, hi = s.scale_range
     best, best_detail = None, -1.0
-    for _ in range(s.region_tries):
+    for _ in range(s.region_tries if tries is None else tries):
         scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         side = min(int(np.ceil(size / scale)), min(photo.shape))
         y = int(rng.integers(0, photo.shape[0] - side + 1))
@@ -132,7 +133,7 @@ def collage(base: np.ndarray, photos: list[np.ndarray], rng: np.random.Generator
         alpha = np.clip((1.0 - dist) * radius + 0.5, 0.0, 1.0)
         if not alpha.any():
             continue
-        patch = photo_region(photos[int(rng.integers(len(photos)))], size, rng, s)
+        patch = photo_region(photos[int(rng.integers(len(photos)))], size, rng, s, tries=1)  # a texture: one draw
         out = out * (1 - alpha) + patch * alpha
     return out
 
@@ -176,7 +177,7 @@ def render_scene(s: RedsLikeSettings, photos: list[np.ndarray], rng: np.random.G
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
         side = min(height, width)
         for _ in range(int(rng.integers(1, s.max_objects + 1))):
-            patch = photo_region(photos[int(rng.integers(len(photos)))], size, rng, s)
+            patch = photo_region(photos[int(rng.integers(len(photos)))], size, rng, s, tries=2)
             vy, vx = _velocity(rng, _speed(rng, s.object_median_px_per_plane, s.pan_sigma, s.max_object_px_per_plane))
             obj = warp_frames(patch, times, height, width, (-vy, -vx), 0.0)
             radius = rng.uniform(0.15, 0.45) * side
@@ -206,6 +207,19 @@ def make_reds_like_sample(s: RedsLikeSettings, photos: list[np.ndarray], rng: np
     return augment(SpikeSample(planes, target, -1, name), rng, crop=None, flips=True)
 
 
+def reds_like_source(photos_dir: str | Path, window_planes: int, crop: int, seed: int):
+    """``--data reds-like``: a function ``(rng, draw_index) -> sample`` over the train split of the photo set."""
+    from training.photos import load_photo_set
+
+    settings = RedsLikeSettings(window_planes=window_planes, crop=crop)
+    photos = load_photo_set(photos_dir, "train")
+
+    def draw(rng: np.random.Generator, draw_index: int) -> SpikeSample:
+        return make_reds_like_sample(settings, photos, rng, name=f"reds-like-{seed}-{draw_index}")
+
+    return draw
+
+
 def write_clip(s: RedsLikeSettings, photos: list[np.ndarray], rng: np.random.Generator, out_dir: Path, name: str,
                height: int = 250, width: int = 400, n_planes: int = 301) -> tuple[Path, Path]:
     """A REDS_BASE-layout clip: ``out_dir/spike/<name>.dat`` (``n_planes`` planes, camera order) and
@@ -228,5 +242,6 @@ def write_clip(s: RedsLikeSettings, photos: list[np.ndarray], rng: np.random.Gen
     return dat, png
 
 
-__all__ = ["GENERATOR_VERSION", "RedsLikeSettings", "make_reds_like_sample", "photo_region", "render_scene",
+__all__ = ["GENERATOR_VERSION", "RedsLikeSettings", "make_reds_like_sample", "photo_region", "reds_like_source",
+           "render_scene",
            "warp_frames", "write_clip"]

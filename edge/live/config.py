@@ -80,6 +80,11 @@ def parse_checkpoint(value: Any) -> str:
     return to_text(value, "checkpoint")
 
 
+def parse_engine(value: Any) -> str:
+    """An engine directory of ``spike-train export`` (its manifest is checked when the network is built)."""
+    return to_text(value, "engine")
+
+
 def parse_window(value: Any) -> int | None:
     """Window planes: an integer >= 1, or None (the method's own window)."""
     return None if value is None else to_int(value, "window", minimum=1)
@@ -203,6 +208,9 @@ OPTIONS: tuple[Option, ...] = (
                 "fp16 on CUDA; auto: the pick `spike-edge bench reconstruct` measured here, else the rule in "
                 "docs/precision.md (the log says which and why)."),
     Option("checkpoint", Path, parse_checkpoint, help="Network weights (lrn/stir)."),
+    Option("engine", Path, parse_engine, value_name="DIR",
+           help="Engine directory of `spike-train export` (lrn/stir), instead of --checkpoint; its manifest must "
+                "fit the geometry, the device and this machine."),
     Option("window", int, parse_window, help="Window planes (classical methods; networks are fixed)."),
     Option("hop", int, parse_hop, default=DEFAULT_HOP_PLANES, show_default=True,
            help="Planes between frames (40 = 1,000 frames/s at 40 kHz)."),
@@ -252,6 +260,7 @@ class DaemonConfig:
     device: DeviceSetting = DeviceSetting.AUTO
     precision: PrecisionSetting | None = None  # None: the backend's default
     checkpoint: str | None = None
+    engine: str | None = None  # an engine directory (spike-train export) instead of weights
     window: int | None = None  # None: the method's window
     hop: int = DEFAULT_HOP_PLANES
     policy: WorkerPolicy | None = None  # None: 'all' for deterministic replay, 'latest' for live sources
@@ -275,6 +284,8 @@ class DaemonConfig:
     record_min_free_mb: float = DEFAULT_MIN_FREE_MB
 
     def __post_init__(self) -> None:
+        if self.engine is not None and self.checkpoint is not None:
+            raise ValueError("give --checkpoint or --engine, not both (an engine directory carries its own weights)")
         if (self.curve_secret is None) != (self.curve_clients is None):
             raise ValueError("CURVE needs both --curve-secret FILE and --curve-clients DIR "
                              f"(got only {'--curve-secret' if self.curve_clients is None else '--curve-clients'})")

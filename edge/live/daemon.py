@@ -213,7 +213,8 @@ class Daemon:
         device = resolve_device(cfg.device, method)
         try:
             rec = make_reconstructor(method, self.geometry, backend=cfg.backend, device=device,
-                                     window_planes=window, checkpoint=cfg.checkpoint, precision=cfg.precision)
+                                     window_planes=window, checkpoint=cfg.checkpoint, precision=cfg.precision,
+                                     engine=cfg.engine)
             if isinstance(rec, GpuReconstructor):  # capture every batch size the worker can use now, not mid-stream
                 rec.warm_up(range(1, cfg.max_batch + 1))
             return rec

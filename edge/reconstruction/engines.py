@@ -3,14 +3,17 @@
 An engine directory holds one artifact and ``manifest.json``:
 
     model.onnx | model.ts | model.ep        the network only (input: the network input, see below)
+    model.pt2                               the whole forward (input: the packed windows)
     manifest.json                           what it is and what it was built for
 
 Manifest fields: ``manifest_version``; ``model`` (lrn|stir) and ``window_planes``; ``format``
-(onnx|torchscript|tensorrt) and ``file`` with its ``file_sha256``; ``weights_sha256`` and
+(onnx|torchscript|tensorrt|aoti) and ``file`` with its ``file_sha256``; ``weights_sha256`` and
 ``weights_id`` of the checkpoint; ``input`` (name, shape ``[1, C, H, W]``, dtype; LRN takes 50 voxel
-channels, STIR the raw planes) and ``geometry`` (height, width); ``precision`` (fp32|fp16|bf16);
-``opset`` (ONNX); ``versions`` of the libraries involved; ``gpu`` (name, compute capability) for
-GPU-only formats and fp16 artifacts, else null; ``created_utc``.
+channels, STIR the raw planes; aoti: the packed windows ``[1, T, plane_bytes]`` uint8 and the
+largest batch) and ``geometry`` (height, width); ``precision`` (fp32|fp16|bf16); ``opset`` (ONNX);
+``versions`` of the libraries involved; ``gpu`` (name, compute capability) for artifacts built for
+CUDA and fp16 artifacts, else null; ``created_utc``; and the format's own fields (aoti: ``device``
+and, for the CPU, ``cpu_capability``).
 
 This module knows the directory and its manifest, not the formats: which backend writes and loads
 each artifact, and what else it checks about this machine (device, fp16, TensorRT's GPU and
@@ -31,7 +34,7 @@ from typing import Any, Callable
 
 from edge.reconstruction.methods import LEARNED_METHOD_NAMES, Method
 from edge.reconstruction.models import EXPORT_FORMATS, PRECISIONS, ExportFormat, Precision
-from edge.reconstruction.models.checkpoints import file_sha256
+from edge.reconstruction.models.checkpoints import WEIGHTS_ID_HEX, file_sha256
 from edge.reconstruction.networks import LoadedNetwork
 from firmware_io.atomic import atomic_dir
 from firmware_io.contract import Geometry
@@ -122,14 +125,19 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 def check_manifest(manifest: dict[str, Any], geometry: Geometry, *, method: Method | None = None,
                    directory: Path | None = None) -> list[str]:
-    """Every way ``manifest`` differs from the request (geometry, model) and from its artifact's recorded
-    bytes (empty when it fits). What the format needs of this machine is the registry's check."""
+    """Every way ``manifest`` differs from the request (geometry, model), from itself (weights id and hash) and
+    from its artifact's recorded bytes (empty when it fits). What the format needs of this machine is the
+    registry's check."""
     problems: list[str] = []
     built = manifest["geometry"]
     if (built.get("height"), built.get("width")) != (geometry.height, geometry.width):
         problems.append(f"geometry: engine built for {built.get('height')}x{built.get('width')}, requested {geometry}")
     if method is not None and manifest["model"] != method.value:
         problems.append(f"model: engine is {manifest['model']}, requested {method.value}")
+    weights_sha256, weights_id = manifest.get("weights_sha256"), manifest.get("weights_id")
+    if weights_sha256 and weights_id != weights_sha256[:WEIGHTS_ID_HEX]:
+        problems.append(f"weights: weights_id {weights_id} is not the start of weights_sha256 {weights_sha256} "
+                        f"(the manifest was edited)")
     if directory is not None:
         artifact = directory / manifest["file"]
         if not artifact.is_file():

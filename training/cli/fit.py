@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edge.reconstruction.methods import LEARNED_METHOD_NAMES
+from training.fit import TRAIN_PRECISIONS
 from firmware_io.exits import fail
 
 
@@ -12,7 +13,7 @@ from firmware_io.exits import fail
 @click.option("--model", type=click.Choice(LEARNED_METHOD_NAMES), default=None, help="Network to train (default lrn).")
 @click.option("--data", default=None, help="'synthetic' (procedural scenes), 'reds-like' (photographs of --photos moved like REDS_BASE) or a REDS_BASE/SREDS folder.")
 @click.option("--photos", default=None, help="Photo set of `spike-train data` for --data reds-like (default runs/photos).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default=None, help="bf16: autocast forward and loss (CPUs with AMX/AVX512-BF16, GPUs); weights stay fp32.")
+@click.option("--precision", type=click.Choice(TRAIN_PRECISIONS), default=None, help="bf16: autocast forward and loss (CPUs with AMX/AVX512-BF16, GPUs); weights stay fp32.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of settings (keys of FitConfig, optionally under [fit]).")
 @click.option("--steps", type=int, default=None, help="Optimiser steps in all (default 1000).")
 @click.option("--batch", type=int, default=None, help="Batch size per process (default 8).")

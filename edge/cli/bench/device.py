@@ -14,6 +14,9 @@ the same device and in the same run:
   GPU and bound with IOBinding), where importable.
 - ``tensorrt``: Torch-TensorRT, where importable on CUDA and the network has weights on disk; an
   fp16 engine is built for batch 1 into a temporary directory (it times batch 1 only).
+- ``aoti-fp16`` (CUDA) / ``aoti-fp32`` (CPU), and ``aoti-bf16`` on CUDA and on CPUs with fast bf16:
+  an AOTInductor package of the whole forward, unpacking
+  included, compiled into the temporary directory (where the network has weights on disk).
 
 Each candidate is timed through ``reconstruct(packed uint8 windows) -> float32 images on the host``:
 single-frame latency (batch 1, one call per sample, p50/p99; on CUDA ``torch.cuda.synchronize``
@@ -250,6 +253,27 @@ def build_candidates(loaded, geometry: Geometry, device: Device, *, tensorrt: bo
 
         attempt("tensorrt", "Torch-TensorRT fp16 engine for batch 1 (built here; build time in build_s)",
                 make_trt, max_batch=1)
+    from edge.reconstruction.cpu_features import detect_bf16_support
+
+    aoti_precisions = ["fp16" if device is Device.CUDA else "fp32"]
+    if device is Device.CUDA or detect_bf16_support().fast_bf16:
+        aoti_precisions.append("bf16")
+    for aoti_precision in aoti_precisions:
+        if loaded.weights_path is None:
+            skipped.append({"key": f"aoti-{aoti_precision}", "reason": "packages are compiled from weights on disk; "
+                                                                       "these are random"})
+            continue
+
+        def make_aoti(aoti_precision=aoti_precision):
+            from edge.reconstruction.backends import export_engine, load_engine_dir
+
+            out = export_engine(loaded.method, loaded.weights_path, "aoti", geometry,
+                                workdir / f"aoti_{loaded.method.value}_{aoti_precision}", precision=aoti_precision,
+                                device=device)
+            return load_engine_dir(out, geometry, model=loaded.method, backend=BackendName.AOTI, device=device)
+
+        attempt(f"aoti-{aoti_precision}", f"AOTInductor {aoti_precision} package of the whole forward, unpacking "
+                "included (compiled here; compile time in build_s)", make_aoti)
     if selected is not None:
         offered = {c.key for c in candidates} | {s["key"] for s in skipped}
         skipped = [s for s in skipped if any(fnmatch.fnmatchcase(s["key"], pattern) for pattern in selected)]

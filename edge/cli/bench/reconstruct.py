@@ -4,7 +4,10 @@ Times every available backend for a network side by side with plain eager torch 
 run, at one geometry, interleaving the backends round by round so that load from other processes
 falls on all of them alike. The torch backend runs once per candidate precision of the device
 (``edge.reconstruction.backends.precision.CANDIDATES``: fp32 and bf16 on the CPU; fp32, fp16 and
-bf16 on CUDA). Without ``--checkpoint`` (and no packaged default) it uses random weights and says so.
+bf16 on CUDA). ``--compile`` adds the torch backend under ``torch.compile``, ``--aoti`` AOTInductor
+packages of the whole forward compiled here first (fp32 and, where the device runs it fast, bf16 on
+the CPU; fp16 on CUDA). Without ``--checkpoint`` (and no packaged default) it uses random weights and
+says so.
 
 Quality, for every row, on windows with ground truth (``edge.cli.bench.quality``: the REDS_BASE
 clips when present, else the simulator): the PSNR against the torch fp32 output (how far the values
@@ -45,6 +48,19 @@ def _eager_reference(loaded, geometry):
     return _Eager()
 
 
+def _aoti_package(loaded, geometry, device, precision):
+    """The network's AOTInductor package at ``precision``, compiled into a temporary directory."""
+    import tempfile
+
+    from edge.reconstruction.backends import export_engine, load_engine_dir
+    from edge.reconstruction.models import ExportFormat
+
+    with tempfile.TemporaryDirectory() as tmp:  # a loaded package no longer needs its file
+        out = export_engine(loaded.method, loaded.weights_path, ExportFormat.AOTI, geometry, f"{tmp}/aoti",
+                            precision=precision, device=device)
+        return load_engine_dir(out, geometry, device=device)
+
+
 @click.command("reconstruct")
 @click.option("--method", type=click.Choice(LEARNED_METHOD_NAMES), required=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None)
@@ -53,10 +69,13 @@ def _eager_reference(loaded, geometry):
 @click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--compile", "use_compile", is_flag=True, help="Also time torch.compile (inductor; compiles for minutes).")
+@click.option("--aoti", "use_aoti", is_flag=True,
+              help="Also time AOTInductor packages of the whole forward (compiled here first, a minute or more each).")
 @click.option("--save-pick/--no-save-pick", default=True, show_default=True,
               help="Store the torch precision pick for --precision auto (in $XDG_CACHE_HOME/spike-edge).")
 @click.option("--json", "as_json", is_flag=True)
-def bench_reconstruct(method, checkpoint, height, width, iterations, threads, use_compile, save_pick, as_json) -> None:
+def bench_reconstruct(method, checkpoint, height, width, iterations, threads, use_compile, use_aoti, save_pick,
+                      as_json) -> None:
     """Milliseconds per frame and PSNR for each backend and torch precision; stores the precision pick for auto."""
     import copy
     import os
@@ -71,6 +90,7 @@ def bench_reconstruct(method, checkpoint, height, width, iterations, threads, us
         available_backends,
         build_backend,
     )
+    from edge.reconstruction.backends.registry import backend_entry
     from edge.reconstruction.backends.precision import (
         CANDIDATES,
         PICK_TOLERANCE_DB,
@@ -100,8 +120,8 @@ def bench_reconstruct(method, checkpoint, height, width, iterations, threads, us
         except (BackendUnavailable, ValueError) as exc:
             click.echo(f"skipping torch {precision.value}: {exc}", err=True)
     for name in available_backends(device):
-        if name in (BackendName.TENSORRT, BackendName.TORCH):
-            continue  # TensorRT needs an engine directory; torch is above, once per precision
+        if name is BackendName.TORCH or backend_entry(name).needs_engine:
+            continue  # torch is above, once per precision; engine formats need a directory (--aoti compiles one)
         try:
             candidates.append((name.value, None, build_backend(copy.deepcopy(loaded), geometry, name, device)))
         except BackendUnavailable as exc:
@@ -109,6 +129,14 @@ def bench_reconstruct(method, checkpoint, height, width, iterations, threads, us
     if use_compile:
         candidates.append(("compile", None, build_backend(copy.deepcopy(loaded), geometry, BackendName.TORCH, device,
                                                           compile=True)))
+    if use_aoti:
+        if loaded.weights_path is None:
+            click.echo("skipping aoti: packages are compiled from weights on disk; these are random", err=True)
+        else:
+            fast_bf16 = device is Device.CUDA or detect_bf16_support().fast_bf16
+            for precision in [Precision.FP16 if device is Device.CUDA else Precision.FP32] + (
+                    [Precision.BF16] if fast_bf16 else []):
+                candidates.append((f"aoti-{precision.value}", None, _aoti_package(loaded, geometry, device, precision)))
     rng = np.random.default_rng(0)
     windows = rng.integers(0, 256, (1, loaded.window_planes, geometry.plane_bytes), dtype=np.uint8)
     truth_in, truth, truth_source = truth_windows(loaded.window_planes, geometry)

@@ -1,9 +1,10 @@
 """Choosing a reconstructor: ``make_reconstructor(method, geometry, backend=..., ...)``.
 
-Classical methods run on numpy. The networks (LRN, STIR) run on torch, ONNX Runtime or TensorRT
-(prebuilt engines only); ``auto`` picks the fastest one installed and the returned object's
-``backend`` says which. What each backend needs and how it is chosen, built, loaded from an engine
-directory or exported is the table in ``registry``; this package's front door re-exports it.
+Classical methods run on numpy. The networks (LRN, STIR) run on torch, ONNX Runtime, TensorRT or
+as AOTInductor packages (the last two: prebuilt engines only); ``auto`` picks the fastest one
+installed and the returned object's ``backend`` says which. What each backend needs and how it is
+chosen, built, loaded from an engine directory or exported is the table in ``registry``; this
+package's front door re-exports it.
 """
 
 from __future__ import annotations

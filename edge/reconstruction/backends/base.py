@@ -1,4 +1,4 @@
-"""The reconstruction interface every backend implements (classical, torch, ONNX Runtime, TensorRT).
+"""The reconstruction interface every backend implements (classical, torch, ONNX Runtime, TensorRT, AOTInductor).
 
 A ``Reconstructor`` turns a batch of windows of *packed* planes into images:
 
@@ -35,6 +35,7 @@ class BackendName(str, enum.Enum):
     TORCH = "torch"
     ONNX = "onnx"
     TENSORRT = "tensorrt"
+    AOTI = "aoti"  # AOTInductor packages (.pt2)
 
 
 class Device(str, enum.Enum):
@@ -82,9 +83,10 @@ class NetworkBackend(Protocol):
              device: Device, precision: Precision) -> Reconstructor:
         """A reconstructor running the artifact of a checked engine directory."""
 
-    def write_artifact(self, net: Any, input_shape: tuple[int, ...], precision: Precision, path: Path, *,
-                       opset: int) -> dict[str, Any]:
-        """Write ``net``'s artifact for one input shape to ``path``; return the format's own manifest fields."""
+    def write_artifact(self, loaded: LoadedNetwork, geometry: Geometry, precision: Precision, device: Device,
+                       path: Path, *, opset: int) -> dict[str, Any]:
+        """Write the artifact of ``loaded`` for ``geometry``, built for ``device``, to ``path``; return the
+        format's own manifest fields."""
 
     def library_versions(self) -> dict[str, str | None]:
         """The versions of the backend's libraries, recorded in manifests (torch and python are always)."""

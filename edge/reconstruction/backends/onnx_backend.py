@@ -190,14 +190,16 @@ def load(artifact: Path, method: Method, geometry: Geometry, window_planes: int,
                              precision)
 
 
-def write_artifact(net, input_shape: tuple[int, ...], precision: Precision, path: Path, *, opset: int) -> dict[str, Any]:
-    """Export ``net`` (halved for fp16) with the dynamo exporter at ``opset``."""
+def write_artifact(loaded, geometry: Geometry, precision: Precision, device: Device, path: Path, *,
+                   opset: int) -> dict[str, Any]:
+    """Export the network (halved for fp16) with the dynamo exporter at ``opset``; a graph runs on any device."""
     import torch
 
     if opset < ONNX_MIN_OPSET:
         raise ValueError(f"ONNX export needs opset >= {ONNX_MIN_OPSET} (GridSample), got {opset}")
     dtype = precision.torch_dtype  # fp32 or fp16: export_engine refuses the precisions this format has not
-    export_onnx(net.to(dtype), torch.zeros(input_shape, dtype=dtype), path, opset=opset, dynamo=True)
+    shape = loaded.network.input_shape(loaded.window_planes, geometry)
+    export_onnx(loaded.model.eval().to(dtype), torch.zeros(shape, dtype=dtype), path, opset=opset, dynamo=True)
     return {"opset": opset}
 
 

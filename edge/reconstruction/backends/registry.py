@@ -25,7 +25,10 @@ resolved by ``edge.reconstruction.backends.precision`` (for ``auto`` backends fi
 - ``load_engine_dir``: a reconstructor for an engine directory, after checking its manifest
   (``edge.reconstruction.engines``) against the request and against what the format's entry and
   module need of this machine; ``EngineMismatch`` lists every difference.
-- ``export_engine``: an engine directory written by the format's backend (``spike-train export``).
+- ``export_engine``: an engine directory written by the format's backend (``spike-train export``), built
+  for a device (``export_device``: the CPU where the format's artifacts run there at that precision,
+  else CUDA); formats compiled for one device kind record it in the manifest (``device``) and
+  ``load_engine_dir`` refuses them elsewhere.
 """
 
 from __future__ import annotations
@@ -82,10 +85,14 @@ class BackendEntry:
             return f"the {self.name.value} backend runs on {_names(self.devices)}, not {device.value}"
         return None
 
+    def precision_devices(self, precision: Precision) -> tuple[Device, ...]:
+        """Where its artifacts of ``precision`` run."""
+        return {Precision.FP32: self.devices, Precision.FP16: self.fp16_devices,
+                Precision.BF16: self.bf16_devices}[precision]
+
     def artifact_precisions(self) -> tuple[Precision, ...]:
         """The precisions of the artifacts it writes: fp32, and fp16 / bf16 where some device runs them."""
-        return tuple(p for p, devices in ((Precision.FP32, self.devices), (Precision.FP16, self.fp16_devices),
-                                          (Precision.BF16, self.bf16_devices)) if devices)
+        return tuple(p for p in Precision if self.precision_devices(p))
 
     def require(self, device: Device) -> None:
         reason = self.missing(device)
@@ -117,6 +124,12 @@ def _tensorrt() -> ModuleType:
     return tensorrt_backend
 
 
+def _aoti() -> ModuleType:
+    from edge.reconstruction.backends import aoti_backend
+
+    return aoti_backend
+
+
 BACKENDS: tuple[BackendEntry, ...] = (
     BackendEntry(BackendName.NUMPY, "TFP and TFI with numpy on the host (whatever --device says)", learned=False,
                  requires=(), extra=None, devices=(Device.CPU,), implementation=_numpy),
@@ -134,6 +147,11 @@ BACKENDS: tuple[BackendEntry, ...] = (
                  requires=("torch", "torch_tensorrt"), extra="spike-edge[gpu]", devices=(Device.CUDA,),
                  implementation=_tensorrt, artifact=ExportFormat.TENSORRT, artifact_file="model.ep",
                  fp16_devices=(Device.CUDA,), needs_engine=True),
+    BackendEntry(BackendName.AOTI, "prebuilt AOTInductor packages of the whole forward (unpacking included), "
+                 "CPU or CUDA, tied to the torch that compiled them", learned=True, requires=("torch",),
+                 extra="spike-edge[torch]", devices=(Device.CPU, Device.CUDA), implementation=_aoti,
+                 artifact=ExportFormat.AOTI, artifact_file="model.pt2", fp16_devices=(Device.CUDA,),
+                 bf16_devices=(Device.CPU, Device.CUDA), needs_engine=True),
 )
 
 
@@ -225,9 +243,11 @@ def load_engine_dir(directory: str | Path, geometry: Geometry, *, model: str | M
     problems = check_manifest(manifest, geometry, method=method, directory=directory)
     if device not in entry.devices:
         problems.append(f"device: {fmt.value} engines run on {_names(entry.devices)}, requested {device.value}")
-    half = {Precision.FP16: entry.fp16_devices, Precision.BF16: entry.bf16_devices}.get(precision)
-    if half is not None and device not in half:
-        problems.append(f"precision: {precision.value} {fmt.value} artifacts run on {_names(half) or 'no device'}, "
+    if manifest.get("device") not in (None, device.value):  # formats compiled for one device kind record it
+        problems.append(f"device: engine compiled for {manifest['device']}, requested {device.value}")
+    runs_on = entry.precision_devices(precision)
+    if device not in runs_on:
+        problems.append(f"precision: {precision.value} {fmt.value} artifacts run on {_names(runs_on) or 'no device'}, "
                         f"requested device {device.value}")
     if not entry.missing_modules():
         problems += entry.implementation().engine_problems(manifest)
@@ -241,15 +261,29 @@ def load_engine_dir(directory: str | Path, geometry: Geometry, *, model: str | M
                                        device, precision)
 
 
+def export_device(entry: BackendEntry, precision: Precision, device: str | Device | None = None) -> Device:
+    """The device an artifact of ``entry``'s format is built for: ``device`` when its artifacts run there at
+    ``precision``; by default the CPU where they do, else CUDA."""
+    fits = [d for d in entry.devices if d in entry.precision_devices(precision)]
+    if device is None:
+        return Device.CPU if Device.CPU in fits else Device.CUDA
+    device = Device(device)
+    if device not in fits:
+        raise ValueError(f"{precision.value} {entry.artifact.value} artifacts are built for {_names(fits)}, "
+                         f"not {device.value}")
+    return device
+
+
 def export_engine(model: str | Method, checkpoint: str | Path | None, fmt: str | ExportFormat, geometry: Geometry,
                   out: str | Path, *, precision: str | Precision = Precision.FP32, opset: int = ONNX_OPSET,
-                  overwrite: bool = False) -> Path:
-    """Build the artifact for ``model`` at ``geometry`` with ``fmt``'s backend and write an engine directory at
-    ``out`` (``opset`` applies to ONNX)."""
+                  device: str | Device | None = None, overwrite: bool = False) -> Path:
+    """Build the artifact for ``model`` at ``geometry`` with ``fmt``'s backend, for ``device`` (default:
+    ``export_device``), and write an engine directory at ``out`` (``opset`` applies to ONNX)."""
     spec, entry, precision = learned_spec(model), format_entry(fmt), Precision(precision)
     if precision not in entry.artifact_precisions():
         raise ValueError(f"{entry.artifact.value} artifacts are {_names(entry.artifact_precisions())}, not "
                          f"{precision.value}")
+    device = export_device(entry, precision, device)
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose a new --out directory")
@@ -259,10 +293,10 @@ def export_engine(model: str | Method, checkpoint: str | Path | None, fmt: str |
     return write_engine_dir(
         out, loaded, entry.artifact, entry.artifact_file, geometry, shape, precision,
         versions=implementation.library_versions(),
-        record_gpu=precision is Precision.FP16 or Device.CPU not in entry.devices,
-        write_artifact=lambda path: implementation.write_artifact(loaded.model.eval(), shape, precision, path,
+        record_gpu=precision is Precision.FP16 or device is Device.CUDA,
+        write_artifact=lambda path: implementation.write_artifact(loaded, geometry, precision, device, path,
                                                                   opset=opset))
 
 
 __all__ = ["BACKENDS", "BackendEntry", "auto_entry", "available_backends", "backend_entry", "build_backend",
-           "build_classical", "check_device", "export_engine", "format_entry", "load_engine_dir"]
+           "build_classical", "check_device", "export_device", "export_engine", "format_entry", "load_engine_dir"]

@@ -48,16 +48,16 @@ def tensorrt_version() -> str | None:
         return None
 
 
-def write_artifact(module, input_shape: tuple[int, ...], precision: Precision, path: Path, *,
+def write_artifact(loaded, geometry: Geometry, precision: Precision, device: Device, path: Path, *,
                    opset: int) -> dict[str, Any]:
-    """Compile ``module`` for one fixed input shape and save it to ``path`` (ExportedProgram); ``opset`` is
-    ONNX's and does not apply."""
+    """Compile the network for one fixed input shape on this GPU (``device`` is always cuda) and save it to
+    ``path`` (ExportedProgram); ``opset`` is ONNX's and does not apply."""
     torch_tensorrt = import_torch_tensorrt()
     import torch
 
-    dtype = precision.torch_dtype  # fp32 or fp16: export_engine refuses the precisions this format has not
-    module = module.eval().cuda().to(dtype)
-    inputs = [torch.zeros(input_shape, dtype=dtype, device="cuda")]
+    dtype = precision.torch_dtype
+    module = loaded.model.eval().cuda().to(dtype)
+    inputs = [torch.zeros(loaded.network.input_shape(loaded.window_planes, geometry), dtype=dtype, device="cuda")]
     try:
         compiled = torch_tensorrt.compile(module, ir="dynamo", arg_inputs=inputs, use_explicit_typing=True)
         torch_tensorrt.save(compiled, str(path), arg_inputs=inputs)

@@ -3,7 +3,8 @@
 ``TorchReconstructor.reconstruct(packed uint8 (B, T, plane_bytes)) -> float32 (B, H, W)``: the packed
 bytes go to the device as they are (8x less traffic than unpacked planes), are prepared there as the
 method table says (``edge.reconstruction.inputs``: unpacked, voxelised for LRN) and fed to the
-network; STIR pads and crops inside its ``forward``.
+network (``edge.reconstruction.torch_forward.forward_packed``, the computation the AOTInductor
+engines compile); STIR pads and crops inside its ``forward``.
 
 On CUDA the whole chain (unpack, voxelise, network) for a given batch size is captured once into a
 CUDA graph and replayed: one host-to-device copy into a static input buffer, one replay, one
@@ -39,6 +40,7 @@ import torch
 from edge.reconstruction.backends.base import BackendUnavailable, Device, check_windows
 from edge.reconstruction.methods import Method, learned_spec
 from edge.reconstruction.models import Precision
+from edge.reconstruction.torch_forward import check_device_windows, forward_packed
 from firmware_io.contract import Geometry
 
 CPU_PRECISIONS = (Precision.FP32, Precision.BF16)  # what the CPU runs; CUDA runs every ``Precision``
@@ -86,10 +88,8 @@ class TorchReconstructor:
     # -- the computation ---------------------------------------------------------------------
 
     def _forward(self, packed: torch.Tensor) -> torch.Tensor:
-        x = self._prepare(packed, self.geometry, self._dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.module(x)[:, 0].float()
+        return forward_packed(self.module, self._prepare, packed, self.geometry, self._dtype,
+                              channels_last=self.channels_last)
 
     def reconstruct(self, packed_windows: np.ndarray) -> np.ndarray:
         windows = check_windows(packed_windows, self.window_planes, self.geometry)
@@ -110,11 +110,7 @@ class TorchReconstructor:
     def reconstruct_device(self, windows: torch.Tensor) -> np.ndarray:
         """Packed windows already on ``window_device`` (uint8 ``(B, T, plane_bytes)``, any strides, e.g.
         overlapping views of one uploaded span) -> float32 images ``(B, H, W)`` on the host."""
-        expected = (self.window_planes, self.geometry.plane_bytes)
-        if (self.window_device is None or windows.dtype != torch.uint8 or windows.ndim != 3
-                or tuple(windows.shape[1:]) != expected or windows.device != self._torch_device):
-            raise ValueError(f"expected packed windows uint8 (B, {expected[0]}, {expected[1]}) on "
-                             f"{self.window_device}, got {windows.dtype} {tuple(windows.shape)} on {windows.device}")
+        check_device_windows(windows, self.window_planes, self.geometry, self.window_device)
         if self.cuda_graphs:
             entry = self._graph_for(len(windows))
             entry.static_in.copy_(windows)  # device to device: the windows' overlap is expanded here
@@ -199,17 +195,17 @@ def load(artifact: Path, method: Method, geometry: Geometry, window_planes: int,
                               label=f"torchscript-{device.value}-{precision.value}")
 
 
-def write_artifact(net, input_shape: tuple[int, ...], precision: Precision, path: Path, *, opset: int) -> dict[str, Any]:
-    """Trace ``net`` to TorchScript (fp16 on the GPU, fp32 and bf16 on the CPU); ``opset`` is ONNX's and does not
-    apply."""
-    if precision is Precision.FP16 and not torch.cuda.is_available():
-        raise ValueError("an fp16 TorchScript artifact is traced on a GPU; none is present")
-    device = "cuda" if precision is Precision.FP16 else "cpu"
+def write_artifact(loaded, geometry: Geometry, precision: Precision, device: Device, path: Path, *,
+                   opset: int) -> dict[str, Any]:
+    """Trace the network to TorchScript on ``device`` (fp16: a GPU; bf16: the CPU); ``opset`` is ONNX's and does not apply."""
+    if device is Device.CUDA and not torch.cuda.is_available():
+        raise ValueError(f"a {precision.value} TorchScript artifact for cuda is traced on a GPU; none is present")
     dtype = precision.torch_dtype
-    net = net.to(device, dtype)
+    net = loaded.model.eval().to(device.value, dtype)
+    shape = loaded.network.input_shape(loaded.window_planes, geometry)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still the portable format
-        traced = torch.jit.trace(net, torch.zeros(input_shape, dtype=dtype, device=device), check_trace=False)
+        traced = torch.jit.trace(net, torch.zeros(shape, dtype=dtype, device=device.value), check_trace=False)
         torch.jit.save(traced, str(path))
     return {}
 

@@ -46,6 +46,7 @@ class ExportFormat(str, enum.Enum):
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
     TENSORRT = "tensorrt"
+    AOTI = "aoti"  # AOTInductor: the whole forward compiled ahead of time into a .pt2 package
 
 
 ONNX_OPSET = 18  # exports, in memory and to engine directories, and the ``spike-train export --opset`` default

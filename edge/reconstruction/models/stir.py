@@ -428,11 +428,12 @@ class STIR(nn.Module):
         stacked = torch.cat(streams, dim=0)  # (3B, n, H, W): the three sub-streams share weights
         embed = torch.cat((torch.cat([nested_tfp(s) for s in streams], dim=0), self.resnet(stacked)), dim=1)
         f4, f3, f2, f1 = self.encoder(embed)
-        c0_4, c1_4, c2_4 = f4.split(b)
-        c0_3, c1_3, c2_3 = f3.split(b)
-        c0_2, c1_2, c2_2 = f2.split(b)
-        c0_1, c1_1, c2_1 = f1.split(b)
-        e0, e1, e2 = embed.split(b)
+        thirds = [b, b, b]  # explicit sizes: torch.export proves three parts for any (dynamic) batch
+        c0_4, c1_4, c2_4 = f4.split(thirds)
+        c0_3, c1_3, c2_3 = f3.split(thirds)
+        c0_2, c1_2, c2_2 = f2.split(thirds)
+        c0_1, c1_1, c2_1 = f1.split(thirds)
+        e0, e1, e2 = embed.split(thirds)
 
         img4, hid4, fl0_4, fl1_4 = self.decorder_5nd(self.transformer(c1_4, c0_4, c2_4))
         img3, hid3, fl0_3, fl1_3, up0_3, up1_3 = self.decorder_4nd(img4, hid4, fl0_4, fl1_4, c0_3, c1_3, c2_3)

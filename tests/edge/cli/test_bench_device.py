@@ -17,8 +17,10 @@ def test_bench_device_cpu_writes_json_and_markdown(tmp_path):
     out = tmp_path / "results" / "x.json"
     proc = subprocess.run(
         [*EDGE, "bench", "device", "--device", "cpu", "--methods", "lrn", "--seconds", "0.5", "--batch-sizes", "1,2",
-         "--height", "32", "--width", "48", "--threads", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=120)
+         "--height", "32", "--width", "48", "--threads", "1", "--out", str(out),
+         # every kind of candidate once (aoti-bf16 would be a second compile of the same path)
+         "--candidates", "eager-fp32,torch,torch-bf16,onnxruntime,aoti-fp32,tensorrt"],
+        capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["schema"].startswith("spike-edge bench device") and report["device"] == "cpu"
@@ -31,7 +33,7 @@ def test_bench_device_cpu_writes_json_and_markdown(tmp_path):
     assert lrn["geometry"] == {"height": 32, "width": 48} and not lrn["target_geometry"]
     assert lrn["window_planes"] == 200 and lrn["agreement_source"]
     keys = [c["key"] for c in lrn["candidates"]]
-    assert keys[:3] == ["eager-fp32", "torch", "torch-bf16"]
+    assert keys[:3] == ["eager-fp32", "torch", "torch-bf16"] and "aoti-fp32" in keys  # the package compiled in the run
     assert set(env["cpu_bf16"]) >= {"avx512_bf16", "amx_bf16", "amx_tile", "fast_bf16", "torch_capability"}
     assert any(s["key"] == "tensorrt" for s in lrn["skipped"])
     for cand in lrn["candidates"]:

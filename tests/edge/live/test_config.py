@@ -140,6 +140,13 @@ def test_command_line_values_go_through_the_parse_functions():
         assert f"Invalid value for '{args[0]}'" in result.output, result.output
 
 
+def test_an_engine_directory_replaces_the_weights():
+    config = DaemonConfig.from_options({"replay": "x.dat", "method": Method.LRN, "engine": "engines/lrn"})
+    assert config.engine == "engines/lrn" and config.checkpoint is None
+    result = run_cli("--simulate", "--method", "lrn", "--checkpoint", "w.pt", "--engine", "engines/lrn")
+    assert result.exit_code == 2 and "give --checkpoint or --engine, not both" in result.output, result.output
+
+
 @pytest.mark.parametrize("line, key, message", [
     ('hop = 0', "hop", "hop must be >= 1, got 0"),
     ('hop = "fast"', "hop", "hop must be an integer, got 'fast'"),

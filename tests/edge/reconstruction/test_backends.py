@@ -19,6 +19,7 @@ from edge.reconstruction.backends import (
     load_engine_dir,
     make_reconstructor,
 )
+from edge.reconstruction.backends.registry import backend_entry
 from edge.reconstruction.engines import EngineMismatch, read_manifest
 from edge.reconstruction.inputs import voxelise
 from edge.reconstruction.models.checkpoints import CheckpointError
@@ -29,7 +30,7 @@ from firmware_io.contract import Geometry
 from firmware_io.dat import DatReader
 
 TOL = 1e-4
-CPU_BACKENDS = [b for b in available_backends(Device.CPU) if b is not BackendName.TENSORRT]
+CPU_BACKENDS = [b for b in available_backends(Device.CPU) if not backend_entry(b).needs_engine]
 
 
 @pytest.fixture(scope="module")

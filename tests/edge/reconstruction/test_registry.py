@@ -18,7 +18,6 @@ from edge.reconstruction.backends import (
     BackendUnavailable,
     Device,
     build_backend,
-    export_engine,
     load_engine_dir,
     make_reconstructor,
 )
@@ -140,20 +139,20 @@ def test_every_backend_name_and_format_has_one_entry():
     assert [e.name for e in BACKENDS if not e.learned] == [BackendName.NUMPY]
 
 
-def _build(entry, device: Device, tmp_path: Path, checkpoint: Path):
+def _build(entry, device: Device, checkpoint: Path, lrn_engine):
     if not entry.learned:
         return make_reconstructor("tfp", GEOMETRY, backend=entry.name), 41
     if entry.needs_engine:
-        out = export_engine("lrn", checkpoint, entry.artifact, GEOMETRY, tmp_path / "engine", precision="fp16")
+        out = lrn_engine(entry.artifact, GEOMETRY, "fp16" if device in entry.fp16_devices else "fp32")
         return load_engine_dir(out, GEOMETRY, backend=entry.name, device=device), 200
     return build_backend(load_network("lrn", checkpoint), GEOMETRY, entry.name, device), 200
 
 
 @pytest.mark.parametrize("entry", BACKENDS, ids=lambda e: e.name.value)
-def test_every_backend_builds_or_names_its_extra(entry, tmp_path, random_lrn):
+def test_every_backend_builds_or_names_its_extra(entry, random_lrn, lrn_engine):
     device = Device.CPU if Device.CPU in entry.devices else Device.CUDA
     try:
-        rec, window = _build(entry, device, tmp_path, random_lrn)
+        rec, window = _build(entry, device, random_lrn, lrn_engine)
     except BackendUnavailable as exc:
         if entry.missing_modules():
             assert entry.extra in str(exc)
