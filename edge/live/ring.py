@@ -649,16 +649,20 @@ class RingReader:
             return None
         return Gap(plane, oldest, oldest - plane, GapCause.OVERRUN)
 
+    def _check_span(self, start: int, stop: int) -> Gap | None:
+        """Refuse a malformed or uncommitted span; the overrun gap of a lapped ``start``, else ``None``."""
+        if start < 0 or stop < start:
+            raise ValueError(f"range [{start}, {stop}) must start at >= 0 and not end before it starts")
+        if stop > self.ring.committed:
+            raise ValueError(f"planes up to {stop} requested, only {self.ring.committed} committed")
+        return self.lapped(start)
+
     def read(self, start: int, stop: int) -> RingRead:
         """Planes ``[start, stop)`` (``stop <= committed``), or the ``Gap`` of the planes in it that are
         missing. A lapped ``start`` gives ``lapped(start)`` without copying (that gap may reach past
         ``stop``); any other span lies within the newest ``capacity`` planes."""
         ring = self.ring
-        if start < 0 or stop < start:
-            raise ValueError(f"range [{start}, {stop}) must start at >= 0 and not end before it starts")
-        if stop > ring.committed:
-            raise ValueError(f"planes up to {stop} requested, only {ring.committed} committed")
-        lapped = self.lapped(start)
+        lapped = self._check_span(start, stop)
         if lapped is not None:
             return lapped
         n = stop - start
@@ -681,11 +685,7 @@ class RingReader:
         ``Planes`` returned carries the times, and ``planes`` is ``None`` (the bytes are where ``copy``
         put them)."""
         ring = self.ring
-        if start < 0 or stop < start:
-            raise ValueError(f"range [{start}, {stop}) must start at >= 0 and not end before it starts")
-        if stop > ring.committed:
-            raise ValueError(f"planes up to {stop} requested, only {ring.committed} committed")
-        lapped = self.lapped(start)
+        lapped = self._check_span(start, stop)
         if lapped is not None:
             return lapped
         n = stop - start
